@@ -1,0 +1,123 @@
+"""Command-line flags with the names and meanings A1111 users know.
+
+Standard library only: launch.py parses these before the venv (and its packages) exists.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import shlex
+import sys
+from typing import Sequence
+
+
+class FlagError(SystemExit):
+    """An unknown or malformed flag; carries the message printed to the user."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="launch.py", description="Stable Diffusion web UI", allow_abbrev=False)
+    add = p.add_argument
+
+    # network and auth
+    add("--listen", action="store_true", help="bind to 0.0.0.0 so other machines can connect")
+    add("--port", type=int, default=None, help="port (default 7860, or 7861 with --nowebui)")
+    add("--server-name", default=None, help="host name or address to bind")
+    add("--share", action="store_true", help="gradio share link (refused: it needs the internet)")
+    add("--subpath", default=None, help="serve the UI under this sub-path")
+    add("--tls-keyfile", default=None)
+    add("--tls-certfile", default=None)
+    add("--cors-allow-origins", default=None, help="comma-separated list of allowed CORS origins")
+    add("--cors-allow-origins-regex", default=None)
+    add("--gradio-auth", default=None, help="user:pass[,user2:pass2] for the UI")
+    add("--gradio-auth-path", default=None, help="file with user:pass lines for the UI")
+    add("--api", action="store_true", help="serve the /sdapi/v1 HTTP API beside the UI")
+    add("--nowebui", action="store_true", help="serve the API only (default port 7861)")
+    add("--api-auth", default=None, help="user:pass[,user2:pass2] HTTP Basic auth for the API")
+    add("--api-log", action="store_true", help="log every API request")
+    add("--api-server-stop", action="store_true", help="add server-stop/restart/kill API routes")
+    add("--enable-insecure-extension-access", action="store_true")
+    add("--autolaunch", action="store_true", help="open the UI in the default browser")
+
+    # device and precision
+    add("--skip-torch-cuda-test", action="store_true")
+    add("--use-cpu", nargs="+", default=[], help="modules to run on the CPU (all, SD, ...)")
+    add("--device-id", default=None)
+    add("--no-half", action="store_true", help="keep the model in fp32")
+    add("--no-half-vae", action="store_true", help="keep the VAE in fp32")
+    add("--precision", choices=["full", "half", "autocast"], default="autocast")
+    add("--upcast-sampling", action="store_true")
+    add("--medvram", action="store_true")
+    add("--medvram-sdxl", action="store_true")
+    add("--lowvram", action="store_true")
+    add("--lowram", action="store_true")
+    add("--xformers", action="store_true", help="install and use xformers (CUDA only)")
+    add("--force-enable-xformers", action="store_true")
+    add("--opt-sdp-attention", action="store_true")
+    add("--opt-sdp-no-mem-attention", action="store_true")
+    add("--disable-nan-check", action="store_true")
+
+    # paths
+    add("--data-dir", default=None, help="base folder for user data (models, outputs, settings)")
+    add("--models-dir", default=None, help="base folder for models (default DATA_DIR/models)")
+    add("--ckpt", default=None, help="checkpoint to load at start")
+    add("--ckpt-dir", default=None, help="extra folder scanned for checkpoints")
+    add("--config", default=None, help="LDM .yaml config for the --ckpt checkpoint")
+    add("--vae-dir", default=None)
+    add("--vae-path", default=None, help="VAE file to use (overrides the setting)")
+    add("--embeddings-dir", default=None)
+    add("--hypernetwork-dir", default=None)
+    add("--lora-dir", default=None)
+    add("--localizations-dir", default=None)
+    add("--styles-file", default=None)
+    add("--ui-settings-file", default=None, help="settings file (default DATA_DIR/config.json)")
+    add("--ui-config-file", default=None)
+    add("--no-download-sd-model", action="store_true", help="never try to download the default model")
+    add("--no-hashing", action="store_true", help="do not compute sha256 of checkpoints")
+
+    # launch
+    add("--skip-install", action="store_true", help="do not install requirements")
+    add("--skip-prepare-environment", action="store_true")
+    add("--skip-python-version-check", action="store_true")
+    add("--exit", action="store_true", help="prepare the environment, then quit")
+    add("--reinstall-torch", action="store_true")
+    add("--reinstall-xformers", action="store_true")
+    add("--disable-all-extensions", action="store_true")
+    add("--disable-extra-extensions", action="store_true")
+    add("--freeze-settings", action="store_true")
+    add("--theme", choices=["light", "dark"], default=None)
+    add("--skip-load-model-at-start", action="store_true")
+    add("--run-tests", nargs="*", default=None, metavar="PYTEST_ARG",
+        help="prepare the environment, then run the test suite (extra arguments go to pytest)")
+    return p
+
+
+def known_flags() -> list[str]:
+    return sorted(o for a in _parser()._actions for o in a.option_strings if o.startswith("--"))
+
+
+def parse(argv: Sequence[str] | None = None, env: dict | None = None) -> argparse.Namespace:
+    """Parse argv plus COMMANDLINE_ARGS (split like a shell line, appended as A1111 does).
+
+    An unknown flag raises FlagError with the closest known flags, instead of argparse's generic message.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if env is None else env
+    argv += shlex.split(env.get("COMMANDLINE_ARGS", ""))
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flags = known_flags()
+        lines = []
+        for item in unknown:
+            name = item.split("=", 1)[0]
+            close = difflib.get_close_matches(name, flags, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            lines.append(f"unknown argument {item!r}{hint}")
+        raise FlagError("error: " + "\n       ".join(lines) + "\n(run with --help for the list of flags)")
+    if args.port is None:
+        args.port = 7861 if args.nowebui else 7860
+    if args.nowebui:
+        args.api = True
+    return args

@@ -1,0 +1,82 @@
+"""A1111 infotext: the generation parameters text stored in images ("parameters" PNG chunk), written and parsed."""
+from __future__ import annotations
+
+import json
+import re
+
+VERSION = "v0.1.0"
+
+# Keys in A1111's order; anything else goes after them, before Version.
+KEY_ORDER = ["Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed", "Face restoration", "Size",
+             "Model hash", "Model", "VAE hash", "VAE", "Variation seed", "Variation seed strength", "Seed resize from",
+             "Denoising strength", "Clip skip", "ENSD", "Token merging ratio", "RNG", "Tiling"]
+
+
+def quote(value) -> str:
+    text = str(value)
+    if any(c in text for c in ",:\n\""):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _format_number(value) -> str | int | float:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def build(prompt: str, negative_prompt: str, fields: dict) -> str:
+    """fields: key → value; None values are left out, keys ordered as A1111 orders them."""
+    items = {k: v for k, v in fields.items() if v is not None and k != "Version"}
+    ordered = [k for k in KEY_ORDER if k in items] + [k for k in items if k not in KEY_ORDER]
+    params = ", ".join(f"{k}: {quote(_format_number(items[k]))}" for k in ordered)
+    params = f"{params}, Version: {fields.get('Version', VERSION)}" if params else f"Version: {VERSION}"
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    lines.append(params)
+    return "\n".join(lines)
+
+
+_PARAM_RX = re.compile(r'\s*(\w[\w \-/+.()]*):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def parse(text: str) -> dict:
+    """Infotext → {"Prompt", "Negative prompt", key: value...}; numbers are converted, 'Size' also sets
+    'Size-1'/'Size-2' as A1111's paste does."""
+    *lines, last = text.strip().split("\n")
+    if len(_PARAM_RX.findall(last)) < 3:  # no parameter line: all of it is prompt
+        lines.append(last)
+        last = ""
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            in_negative = True
+            line = line[len("Negative prompt:"):].strip()
+        (negative if in_negative else prompt).append(line)
+    result: dict = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, value in _PARAM_RX.findall(last):
+        value = value.strip()
+        if value.startswith('"') and value.endswith('"'):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        result[key.strip()] = _convert(value)
+        if key.strip() in ("Size", "Seed resize from", "Hires resize") and isinstance(value, str) and "x" in value:
+            w, _, h = value.partition("x")
+            if w.strip().isdigit() and h.strip().isdigit():
+                result[f"{key.strip()}-1"], result[f"{key.strip()}-2"] = int(w), int(h)
+    return result
+
+
+def _convert(value):
+    if not isinstance(value, str):
+        return value
+    if re.fullmatch(r"-?\d+", value):
+        return int(value)
+    if re.fullmatch(r"-?\d+\.\d*(e-?\d+)?", value):
+        return float(value)
+    if value in ("True", "False"):
+        return value == "True"
+    return value

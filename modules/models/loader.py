@@ -1,0 +1,168 @@
+"""Turns a checkpoint file into ready-to-run diffusers/transformers components.
+
+Key conversion uses diffusers' own single-file functions; we only pick the component configs (architecture.py) and
+build the models on the meta device so that weights are assigned, not copied, which keeps loading fast and peak memory
+at about one copy of the weights.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
+                                                 convert_open_clip_checkpoint)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from modules.models.architecture import ArchitectureError, ModelSpec, build_spec, read_yaml_config
+from modules.models.registry import CheckpointInfo
+from modules.models.safe_load import ModelFileError, load_state_dict
+from modules.models.tokenizer_assets import ensure_tokenizer_files
+
+
+@dataclass
+class SDModel:
+    info: CheckpointInfo
+    spec: ModelSpec
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoders: list
+    tokenizers: list
+    device: torch.device
+    dtype: torch.dtype
+    vae_file: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.spec.family == "sdxl"
+
+    def scheduler_config(self) -> dict:
+        return {**self.spec.scheduler, "prediction_type": self.spec.prediction_type}
+
+
+def _instantiate(cls, config: dict, state_dict: dict, what: str, path: Path):
+    with init_empty_weights():
+        model = cls(**config)
+    return _load_into(model, state_dict, what, path)
+
+
+def _load_into(model, state_dict: dict, what: str, path: Path):
+    missing, _unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing:
+        raise ModelFileError(f"{path}: the {what} weights are incomplete; missing {len(missing)} tensors "
+                             f"such as {missing[:3]}")
+    return model.eval().requires_grad_(False)
+
+
+def _text_encoder(sd: dict, enc: dict, path: Path):
+    cfg = CLIPTextConfig(**enc["config"])
+    cls = CLIPTextModelWithProjection if enc["class"] == "CLIPTextModelWithProjection" else CLIPTextModel
+    prefix = enc["prefix"]
+    with init_empty_weights():
+        model = cls(cfg)
+    if enc["layout"] == "hf":
+        weights = {"text_model." + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    else:
+        weights = convert_open_clip_checkpoint(model, sd, prefix=prefix)
+        # SD2 uses the penultimate layer: the file's last layer is not part of the diffusers-style encoder
+        rx = re.compile(r".*encoder\.layers\.(\d+)\.")
+        weights = {k: v for k, v in weights.items()
+                   if not ((m := rx.match(k)) and int(m.group(1)) >= cfg.num_hidden_layers)}
+    if not hasattr(model, "text_model"):  # transformers >= 5.6 flattened CLIPTextModel
+        weights = {k.removeprefix("text_model."): v for k, v in weights.items()}
+    return _load_into(model, weights, "text encoder", path)
+
+
+_tokenizer_cache: dict[tuple, CLIPTokenizer] = {}
+
+
+def tokenizer(tokenizer_dir: Path, pad_token: str) -> CLIPTokenizer:
+    key = (str(tokenizer_dir), pad_token)
+    if key not in _tokenizer_cache:
+        ensure_tokenizer_files(tokenizer_dir)
+        _tokenizer_cache[key] = CLIPTokenizer.from_pretrained(str(tokenizer_dir), pad_token=pad_token,
+                                                              model_max_length=77, local_files_only=True)
+    return _tokenizer_cache[key]
+
+
+def read_checkpoint(info: CheckpointInfo, config_override: Path | None = None) -> tuple[dict, ModelSpec]:
+    """Reads the weights and works out what they are. Raises ModelFileError naming the file on any problem."""
+    path = info.filename
+    if info.is_diffusers_dir:
+        raise ModelFileError(f"{path}: diffusers folders are listed but loading them is not supported yet; "
+                             "use a single-file .safetensors checkpoint")
+    sd = load_state_dict(path)
+    yaml_path = config_override or info.config
+    try:
+        yaml_cfg = read_yaml_config(yaml_path) if yaml_path else None
+        spec = build_spec(sd, yaml_cfg, v_pred_probe=lambda s: _probe_v_prediction(sd, s))
+    except ArchitectureError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    except (KeyError, IndexError, StopIteration) as exc:
+        raise ModelFileError(f"{path}: not a complete Stable Diffusion checkpoint (missing {exc})") from None
+    return sd, spec
+
+
+def build_model(info: CheckpointInfo, sd: dict, spec: ModelSpec, tokenizer_dir: Path, device: torch.device,
+                dtype: torch.dtype, vae_dtype: torch.dtype | None = None) -> SDModel:
+    path = info.filename
+    try:
+        unet = _instantiate(UNet2DConditionModel, spec.unet, convert_ldm_unet_checkpoint(sd, spec.unet), "UNet", path)
+        vae = _instantiate(AutoencoderKL, spec.vae, convert_ldm_vae_checkpoint(sd, spec.vae), "VAE", path)
+        encoders = [_text_encoder(sd, enc, path) for enc in spec.text_encoders]
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: weights do not fit the {spec.label} layout: {str(exc)[:300]}") from None
+    tokenizers = [tokenizer(tokenizer_dir, enc.get("pad_token", "<|endoftext|>")) for enc in spec.text_encoders]
+    model = SDModel(info, spec, _place(unet, device, dtype), _place(vae, device, vae_dtype or dtype),
+                    [_place(e, device, dtype) for e in encoders], tokenizers, device, dtype)
+    return model
+
+
+def _place(module, device: torch.device, dtype: torch.dtype):
+    """Moves/casts only when needed (a no-op .to() still walks every tensor and logs a diffusers warning)."""
+    p = next(module.parameters())
+    return module if (p.device == device and p.dtype == dtype) else module.to(device=device, dtype=dtype)
+
+
+def load_vae_weights(model: SDModel, vae_path: Path | None) -> None:
+    """Replaces the VAE weights with a separate VAE file, or restores the checkpoint's own (vae_path None)."""
+    if vae_path is None:
+        if model.vae_file is None:
+            return
+        sd = load_state_dict(model.info.filename)
+        source = model.info.filename
+    else:
+        sd = load_state_dict(vae_path)
+        source = vae_path
+    converted = convert_ldm_vae_checkpoint(sd, dict(model.vae.config))
+    expected = set(model.vae.state_dict())
+    missing = expected - set(converted)
+    if missing:
+        raise ModelFileError(f"{source}: not a VAE for this model (missing {len(missing)} tensors such as "
+                             f"{sorted(missing)[:2]})")
+    try:
+        model.vae.load_state_dict({k: converted[k] for k in expected})
+    except RuntimeError as exc:
+        raise ModelFileError(f"{source}: VAE weights do not fit this model: {str(exc)[:200]}") from None
+    model.vae_file = vae_path
+
+
+def _probe_v_prediction(sd: dict, spec: ModelSpec) -> bool:
+    """A1111's test for SD2 files without a yaml: a v-prediction UNet, fed a constant latent at the last timestep,
+    answers close to the negated input; an epsilon UNet does not."""
+    unet = _instantiate(UNet2DConditionModel, spec.unet, convert_ldm_unet_checkpoint(sd, spec.unet), "UNet",
+                        Path("probe"))
+    with torch.no_grad():
+        x = torch.ones(1, spec.unet["in_channels"], 8, 8) * 0.5
+        ctx = torch.zeros(1, 77, spec.unet["cross_attention_dim"])
+        out = unet(x, torch.tensor([999]), ctx).sample
+        return bool((out - x[:, :out.shape[1]]).mean() < -1)

@@ -1,0 +1,110 @@
+"""Owns the one loaded checkpoint: picks, loads, switches and frees models, keeping the old one when a load fails."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from modules.devices import DeviceConfig, torch_gc
+from modules.models.loader import SDModel, build_model, load_vae_weights, read_checkpoint
+from modules.models.registry import CheckpointInfo, ModelRegistry
+from modules.models.safe_load import ModelFileError
+
+log = logging.getLogger("sd.models")
+
+NO_MODEL_MESSAGE = "no model yet: put a .safetensors file in models/Stable-diffusion"
+
+
+class NoModelError(RuntimeError):
+    pass
+
+
+class ModelManager:
+    def __init__(self, registry: ModelRegistry, device: DeviceConfig, tokenizer_dir: Path,
+                 vae_setting: Callable[[], str] = lambda: "Automatic", forced_vae: Path | None = None,
+                 config_override: Path | None = None):
+        self.registry = registry
+        self.device = device
+        self.tokenizer_dir = tokenizer_dir
+        self.vae_setting = vae_setting
+        self.forced_vae = forced_vae
+        self.config_override = config_override
+        self.model: SDModel | None = None
+        self.lock = threading.RLock()
+        self.on_loaded: list[Callable[[SDModel], None]] = []
+        self.last_load_seconds: float | None = None
+
+    def default_checkpoint(self) -> CheckpointInfo | None:
+        return self.registry.checkpoints[0] if self.registry.checkpoints else None
+
+    def require(self) -> SDModel:
+        with self.lock:
+            if self.model is None:
+                info = self.default_checkpoint()
+                if info is None:
+                    raise NoModelError(NO_MODEL_MESSAGE)
+                self.load(info)
+            return self.model
+
+    def select(self, query: str) -> CheckpointInfo:
+        info = self.registry.find_checkpoint(query)
+        if info is None:
+            raise KeyError(f"sd_model_checkpoint: no checkpoint matches {query!r}; available: "
+                           f"{self.registry.titles()}")
+        return info
+
+    def load(self, info: CheckpointInfo) -> SDModel:
+        """Loads `info` (no-op when it is already loaded). On failure the previous model stays loaded."""
+        with self.lock:
+            if self.model is not None and self.model.info.filename == info.filename:
+                return self.model
+            start = time.perf_counter()
+            sd, spec = read_checkpoint(info, self.config_override if self._is_forced(info) else None)
+            self.registry.ensure_hash(info)
+            previous_info = self.model.info if self.model is not None else None
+            self.model = None
+            torch_gc()  # free the old weights before the new ones are materialised
+            try:
+                model = build_model(info, sd, spec, self.tokenizer_dir, self.device.device, self.device.dtype,
+                                    self.device.vae_dtype)
+                del sd
+                self._apply_vae(model)
+            except Exception:
+                if previous_info is not None:  # keep serving with the model the user had
+                    try:
+                        self.load(previous_info)
+                    except Exception:  # pragma: no cover - the old file vanished meanwhile
+                        log.exception("could not restore %s", previous_info.title)
+                raise
+            self.model = model
+            self.last_load_seconds = time.perf_counter() - start
+            log.info("loaded %s (%s) in %.2f s", info.title, spec.label, self.last_load_seconds)
+            for callback in self.on_loaded:
+                callback(model)
+            return model
+
+    def _is_forced(self, info: CheckpointInfo) -> bool:
+        return any(info.filename == p for p in self.registry.extra_checkpoints)
+
+    def _apply_vae(self, model: SDModel) -> None:
+        path = self.forced_vae or self.registry.resolve_vae(self.vae_setting(), model.info)
+        if path != model.vae_file:
+            load_vae_weights(model, path)
+
+    def reload_vae(self) -> None:
+        with self.lock:
+            if self.model is not None:
+                self._apply_vae(self.model)
+
+    def unload(self) -> None:
+        with self.lock:
+            self.model = None
+            torch_gc()
+
+    def switch(self, query: str) -> SDModel:
+        return self.load(self.select(query))
+
+
+__all__ = ["ModelManager", "NoModelError", "ModelFileError", "NO_MODEL_MESSAGE"]

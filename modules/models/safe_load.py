@@ -1,0 +1,61 @@
+"""Reading model files without letting them run code.
+
+.ckpt/.pt/.pth/.bin files are Python pickles: a plain torch.load would execute whatever the file's author put in it.
+We only ever use torch.load(weights_only=True), whose restricted unpickler accepts tensors and plain containers and
+refuses every other global.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+class ModelFileError(Exception):
+    """A model file that cannot be used; the message names the file and the reason."""
+
+
+def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    name = path.name.lower()
+    try:
+        if name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            sd = load_file(str(path), device=device)
+        elif name.endswith(PICKLE_SUFFIXES):
+            sd = torch.load(str(path), map_location=device, weights_only=True, mmap=_is_zip(path))
+        else:
+            raise ModelFileError(f"{path}: unsupported model file type (use .safetensors, .ckpt, .pt or .pth)")
+    except ModelFileError:
+        raise
+    except Exception as exc:  # every library error becomes one readable line naming the file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = ("it contains Python objects other than tensors, which could run code when loaded, so it was "
+                      "refused (" + reason[:200] + ")")
+        raise ModelFileError(f"{path}: cannot be read as a model file: {reason}") from None
+    return _unwrap(sd, path)
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    """Checkpoints often nest the weights under "state_dict" (Lightning) or "model"; return the flat tensor dict."""
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict) and len(obj) < 20:
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise ModelFileError(f"{path}: holds no tensors")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ModelFileError(f"{path}: holds no tensors")
+    return tensors

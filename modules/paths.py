@@ -1,0 +1,67 @@
+"""Where things live, derived once from the flags (A1111's folder names).
+
+Standard library only (used by launch.py before the venv exists).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRIPT_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Paths:
+    data: Path
+    models: Path
+    checkpoints: Path
+    extra_checkpoint_dirs: tuple[Path, ...]
+    vae: Path
+    lora: Path
+    controlnet: Path
+    embeddings: Path
+    localizations: Path
+    extensions: Path
+    outputs: Path
+    settings_file: Path
+    styles_file: Path
+    cache: Path
+
+    @property
+    def hash_cache_file(self) -> Path:
+        return self.cache / "hashes.json"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.cache / "clip-tokenizer"
+
+    def checkpoint_dirs(self) -> list[Path]:
+        return [self.checkpoints, *self.extra_checkpoint_dirs]
+
+
+def from_args(args: argparse.Namespace) -> Paths:
+    data = Path(args.data_dir).resolve() if getattr(args, "data_dir", None) else SCRIPT_DIR
+    models = Path(args.models_dir).resolve() if getattr(args, "models_dir", None) else data / "models"
+
+    def opt(name: str, default: Path) -> Path:
+        value = getattr(args, name, None)
+        return Path(value).resolve() if value else default
+
+    extra = tuple(p for p in [opt("ckpt_dir", Path())] if getattr(args, "ckpt_dir", None))
+    return Paths(
+        data=data,
+        models=models,
+        checkpoints=models / "Stable-diffusion",
+        extra_checkpoint_dirs=extra,
+        vae=opt("vae_dir", models / "VAE"),
+        lora=opt("lora_dir", models / "Lora"),
+        controlnet=models / "ControlNet",
+        embeddings=opt("embeddings_dir", data / "embeddings"),
+        localizations=opt("localizations_dir", SCRIPT_DIR / "localizations"),
+        extensions=data / "extensions",
+        outputs=data / "outputs",
+        settings_file=opt("ui_settings_file", data / "config.json"),
+        styles_file=opt("styles_file", data / "styles.csv"),
+        cache=data / "cache",
+    )

@@ -1,0 +1,135 @@
+"""The explicit runtime: settings, paths, models and the job queue, built once by webui.py and passed to both faces.
+
+The faces call `generate_txt2img(params)`: it applies per-request setting overrides, runs the engine on the job queue
+and saves the images, so the UI and the API cannot drift apart.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from modules import devices, images, paths as paths_mod
+from modules.engine import processing
+from modules.engine.params import GenerationParams
+from modules.jobs import JobQueue, JobState
+from modules.models.hashing import HashCache
+from modules.models.manager import ModelManager
+from modules.models.registry import ModelRegistry
+from modules.options import OptionError, Options
+
+log = logging.getLogger("sd.runtime")
+
+
+class Runtime:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.paths = paths_mod.from_args(args)
+        self.options = Options(self.paths.settings_file, frozen=args.freeze_settings)
+        if self.options.load_error:
+            log.warning(self.options.load_error)
+        self.device = devices.from_args(args)
+        self.registry = ModelRegistry(
+            self.paths.checkpoint_dirs(), self.paths.vae, HashCache(self.paths.hash_cache_file),
+            hashing=not args.no_hashing, extra_checkpoints=[Path(args.ckpt)] if args.ckpt else None,
+            extra_vaes=[Path(args.vae_path)] if args.vae_path else None)
+        self.models = ModelManager(
+            self.registry, self.device, self.paths.tokenizer_dir, vae_setting=lambda: self.options.sd_vae,
+            forced_vae=Path(args.vae_path).resolve() if args.vae_path else None,
+            config_override=Path(args.config).resolve() if args.config else None)
+        self.models.on_loaded.append(self._remember_checkpoint)
+        self.queue = JobQueue()
+        self.options.info["sd_model_checkpoint"].choices = lambda: self.registry.titles()
+        self.options.info["sd_model_checkpoint"].onchange = self._on_checkpoint_setting
+        self.options.info["sd_vae"].choices = lambda: ["Automatic", "None"] + [v.name for v in self.registry.vaes]
+        self.options.info["sd_vae"].onchange = lambda _value: self.queue.run(
+            lambda _s: self.models.reload_vae(), "reload VAE")
+
+    # --- models --------------------------------------------------------------------------------------------------
+    def startup_checkpoint(self):
+        """The checkpoint to load at start: --ckpt, else the saved setting, else the first one found."""
+        if self.args.ckpt:
+            info = self.registry.find_checkpoint(self.args.ckpt)
+            if info is None:
+                raise FileNotFoundError(f"--ckpt {self.args.ckpt}: file not found")
+            return info
+        saved = self.options.sd_model_checkpoint
+        return (self.registry.find_checkpoint(saved) if saved else None) or self.models.default_checkpoint()
+
+    def load_startup_model(self) -> None:
+        info = self.startup_checkpoint()
+        if info is None:
+            log.warning("%s", processing_no_model())
+            return
+        self.queue.run(lambda _s: self.models.load(info), "load model")
+
+    def _remember_checkpoint(self, model) -> None:
+        self.options.data["sd_model_checkpoint"] = model.info.title
+        self.options.data["sd_checkpoint_hash"] = model.info.sha256 or ""
+        self.options.save()
+
+    def _on_checkpoint_setting(self, value: str) -> None:
+        info = self.registry.find_checkpoint(value)
+        if info is None:
+            raise OptionError(f"sd_model_checkpoint: no checkpoint matches {value!r}; available: "
+                              f"{self.registry.titles()}")
+        self.queue.run(lambda _s: self.models.load(info), "load model")
+
+    def switch_checkpoint(self, query: str) -> None:
+        info = self.models.select(query)
+        self.queue.run(lambda _s: self.models.load(info), "load model")
+
+    # --- generation ----------------------------------------------------------------------------------------------
+    def generate_txt2img(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None):
+        p.validate()
+        return self.queue.run(lambda state: self._txt2img_job(p, state, save), "txt2img", job_id)
+
+    def _txt2img_job(self, p: GenerationParams, state: JobState, save: bool | None):
+        restore = self._apply_overrides(p.override_settings)
+        try:
+            model = self.models.require()
+            clip_skip = p.clip_skip or self.options.CLIP_stop_at_last_layers
+            should_save = (self.options.samples_save and not p.do_not_save_samples) if save is None else save
+            saver = self._saver(self.options.outdir_txt2img_samples) if should_save else None
+            return processing.txt2img(model, p, state, clip_skip=clip_skip, save=saver)
+        finally:
+            restore()
+
+    def _apply_overrides(self, overrides: dict):
+        """Per-request settings (override_settings); returns a function that restores the previous values."""
+        if not overrides:
+            return lambda: None
+        old = {}
+        for key, value in overrides.items():
+            value = self.options.validate(key, value)
+            if key == "sd_model_checkpoint":
+                self.models.load(self.models.select(value))
+                continue
+            old[key] = self.options.data.get(key, _MISSING)
+            self.options.data[key] = value
+
+        def restore():
+            for key, value in old.items():
+                if value is _MISSING:
+                    self.options.data.pop(key, None)
+                else:
+                    self.options.data[key] = value
+        return restore
+
+    def _saver(self, outdir: str):
+        base = Path(self.options.outdir_samples or outdir)
+        if not base.is_absolute():
+            base = self.paths.data / base
+
+        def save(image, seed, prompt, text):
+            info = text if self.options.enable_pnginfo else None
+            return str(images.save_image(image, base, seed, prompt, info, date_dirs=self.options.save_to_dirs))
+        return save
+
+
+_MISSING = object()
+
+
+def processing_no_model() -> str:
+    from modules.models.manager import NO_MODEL_MESSAGE
+    return NO_MODEL_MESSAGE
