@@ -88,8 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--freeze-settings", action="store_true")
     add("--theme", choices=["light", "dark"], default=None)
     add("--skip-load-model-at-start", action="store_true")
-    add("--run-tests", nargs="*", default=None, metavar="PYTEST_ARG",
-        help="prepare the environment, then run the test suite (extra arguments go to pytest)")
+    add("--run-tests", action="store_true",
+        help="prepare the environment, then run the test suite (pass pytest options in PYTEST_ADDOPTS)")
     return p
 
 

@@ -1,0 +1,89 @@
+"""The composition root: flags → runtime → one server with the Gradio UI and (with --api) the /sdapi/v1 API."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # nothing reaches a model hub at run time
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from modules import cmd_args  # noqa: E402
+
+
+def create_app(args):
+    from fastapi import FastAPI
+    from fastapi.middleware.cors import CORSMiddleware
+
+    from modules.runtime import Runtime
+
+    rt = Runtime(args)
+    app = FastAPI(title="Stable Diffusion web UI API", docs_url="/docs", openapi_url="/openapi.json")
+    app.state.runtime = rt
+    if args.cors_allow_origins or args.cors_allow_origins_regex:
+        app.add_middleware(CORSMiddleware, allow_origins=(args.cors_allow_origins or "").split(",") if
+                           args.cors_allow_origins else [], allow_origin_regex=args.cors_allow_origins_regex,
+                           allow_methods=["*"], allow_headers=["*"], allow_credentials=True)
+    if args.api:
+        from modules.api import routes
+        routes.mount(app, rt)
+    if not args.nowebui:
+        import gradio as gr
+
+        from modules.ui import app as ui_app
+        demo = ui_app.build(rt)
+        demo.queue(default_concurrency_limit=None)
+        auth = None
+        if args.gradio_auth or args.gradio_auth_path:
+            auth = _read_auth(args)
+        gr.mount_gradio_app(app, demo, path=args.subpath or "/", auth=auth, css=ui_app.CSS,
+                            allowed_paths=[str(rt.paths.outputs)], footer_links=["api"] if args.api else [],
+                            server_name=_host(args), server_port=args.port)
+    return app, rt
+
+
+def _read_auth(args) -> list[tuple[str, str]]:
+    text = args.gradio_auth or ""
+    if args.gradio_auth_path:
+        with open(args.gradio_auth_path, encoding="utf-8") as f:
+            text = ",".join(filter(None, [text, *[line.strip() for line in f]]))
+    return [tuple(pair.split(":", 1)) for pair in text.replace("\n", ",").split(",") if ":" in pair]
+
+
+def _host(args) -> str:
+    return args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args = cmd_args.parse(argv)
+    except cmd_args.FlagError as exc:
+        print(exc.code, file=sys.stderr)
+        sys.exit(2)
+    if args.share:
+        print("--share needs the internet to reach gradio's share servers; it is not supported. Use --listen.",
+              file=sys.stderr)
+        sys.exit(2)
+    import uvicorn
+    app, rt = create_app(args)
+    if not args.skip_load_model_at_start:
+        # Load in the background so the page answers at once; generation requests queue behind the load.
+        threading.Thread(target=_load_model, args=(rt,), daemon=True).start()
+    host = _host(args)
+    print(f"Running on local URL:  http://{'127.0.0.1' if host == '0.0.0.0' else host}:{args.port}", flush=True)
+    uvicorn.run(app, host=host, port=args.port, log_level="warning", ssl_keyfile=args.tls_keyfile,
+                ssl_certfile=args.tls_certfile)
+
+
+def _load_model(rt) -> None:
+    try:
+        rt.load_startup_model()
+    except Exception as exc:  # the server stays up; the UI shows the problem when the user generates
+        logging.getLogger("sd").error("could not load the model at start: %s", exc)
+
+
+if __name__ == "__main__":
+    main()
