@@ -39,7 +39,7 @@ class Runtime:
             config_override=Path(args.config).resolve() if args.config else None)
         self.models.on_loaded.append(self._remember_checkpoint)
         self.queue = JobQueue()
-        self.options.info["sd_model_checkpoint"].choices = lambda: self.registry.titles()
+        # sd_model_checkpoint takes a title, file name or hash (validated by the onchange lookup, not a choice list)
         self.options.info["sd_model_checkpoint"].onchange = self._on_checkpoint_setting
         self.options.info["sd_vae"].choices = lambda: ["Automatic", "None"] + [v.name for v in self.registry.vaes]
         self.options.info["sd_vae"].onchange = lambda _value: self.queue.run(
@@ -74,6 +74,7 @@ class Runtime:
             raise OptionError(f"sd_model_checkpoint: no checkpoint matches {value!r}; available: "
                               f"{self.registry.titles()}")
         self.queue.run(lambda _s: self.models.load(info), "load model")
+        self.options.data["sd_model_checkpoint"] = info.title
 
     def switch_checkpoint(self, query: str) -> None:
         info = self.models.select(query)

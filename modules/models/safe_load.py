@@ -7,6 +7,7 @@ refuses every other global.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -34,10 +35,12 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, t
     except ModelFileError:
         raise
     except Exception as exc:  # every library error becomes one readable line naming the file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc)
+        reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        if "weights_only" in text.lower() or "Unsupported global" in text:
+            culprit = re.search(r"Unsupported global: GLOBAL \S+|Unsupported operand \S+|Trying to call reduce for \S+", text)
             reason = ("it contains Python objects other than tensors, which could run code when loaded, so it was "
-                      "refused (" + reason[:200] + ")")
+                      "refused" + (f" ({culprit.group(0).strip()[:160]})" if culprit else ""))
         raise ModelFileError(f"{path}: cannot be read as a model file: {reason}") from None
     return _unwrap(sd, path)
 
