@@ -112,6 +112,26 @@ def read_checkpoint(info: CheckpointInfo, config_override: Path | None = None) -
     return sd, spec
 
 
+def native_resolution(info: CheckpointInfo) -> int:
+    """The model's native image size without loading its weights (only the safetensors header and the yaml), so
+    the UI can show the right default width/height while the model is still loading."""
+    from modules.models.architecture import _yaml_facts, family_defaults, detect_family
+    try:
+        facts = _yaml_facts(read_yaml_config(info.config)) if info.config else {}
+        if "native_resolution" in facts:
+            return facts["native_resolution"]
+        family = facts.get("family")
+        if family is None and info.filename.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(info.filename), framework="pt") as f:
+                family = detect_family(dict.fromkeys(f.keys()))
+        if family == "sd2" and facts.get("prediction_type") == "v_prediction":
+            return 768
+        return family_defaults(family)["native_resolution"] if family else 512
+    except Exception:  # unreadable files are reported when loaded; here a default is enough
+        return 512
+
+
 def build_model(info: CheckpointInfo, sd: dict, spec: ModelSpec, tokenizer_dir: Path, device: torch.device,
                 dtype: torch.dtype, vae_dtype: torch.dtype | None = None) -> SDModel:
     path = info.filename

@@ -5,6 +5,7 @@ import logging
 
 import gradio as gr
 
+from modules.models.loader import native_resolution
 from modules.models.manager import NO_MODEL_MESSAGE
 from modules.ui import txt2img_tab
 
@@ -26,30 +27,27 @@ def build(rt) -> gr.Blocks:
         status = gr.HTML(elem_id="checkpoint_status")
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-                t2i = txt2img_tab.build(rt)
+                t2i = txt2img_tab.build(rt, _native_size(rt))
 
         def change_checkpoint(title):
             if not title:
-                return ""
+                return "", gr.update(), gr.update()
             try:
                 rt.options.set("sd_model_checkpoint", title)
             except Exception as exc:  # shown in the page; the previous model stays loaded
-                return txt2img_tab.error_html(str(exc))
-            return ""
+                return txt2img_tab.error_html(str(exc)), gr.update(), gr.update()
+            size = _native_size(rt)  # the size defaults follow the model
+            return "", gr.update(value=size), gr.update(value=size)
 
         def do_refresh():
             rt.registry.refresh()
             titles = rt.registry.titles()
             return gr.update(choices=titles, value=_current_title(rt)), gr.update(visible=not titles)
 
-        checkpoint.change(change_checkpoint, checkpoint, status)
+        checkpoint.input(change_checkpoint, checkpoint, [status, t2i["width"], t2i["height"]])
         refresh.click(do_refresh, None, [checkpoint, banner])
 
-        def on_load():
-            size = _native_size(rt)
-            return (gr.update(choices=rt.registry.titles(), value=_current_title(rt)),
-                    gr.update(value=size), gr.update(value=size))
-        demo.load(on_load, None, [checkpoint, t2i["width"], t2i["height"]])
+        demo.load(lambda: gr.update(choices=rt.registry.titles(), value=_current_title(rt)), None, checkpoint)
     return demo
 
 
@@ -63,4 +61,7 @@ def _current_title(rt) -> str | None:
 
 def _native_size(rt) -> int:
     model = rt.models.model
-    return model.spec.native_resolution if model is not None else 512
+    if model is not None:
+        return model.spec.native_resolution
+    info = rt.startup_checkpoint() if rt.registry.checkpoints else None
+    return native_resolution(info) if info else 512

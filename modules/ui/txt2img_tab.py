@@ -17,7 +17,7 @@ def error_html(message: str) -> str:
     return f'<div class="sd-error" role="alert">{html.escape(message)}</div>'
 
 
-def build(rt) -> dict:
+def build(rt, native_size: int = 512) -> dict:
     with gr.Row():
         with gr.Column(scale=6):
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (press Ctrl+Enter to generate)",
@@ -36,8 +36,8 @@ def build(rt) -> dict:
                                        elem_id="txt2img_scheduler")
                 steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
             with gr.Row():
-                width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="txt2img_width")
-                height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="txt2img_height")
+                width = gr.Slider(64, 2048, value=native_size, step=8, label="Width", elem_id="txt2img_width")
+                height = gr.Slider(64, 2048, value=native_size, step=8, label="Height", elem_id="txt2img_height")
             with gr.Row():
                 batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count", elem_id="txt2img_batch_count")
                 batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="txt2img_batch_size")

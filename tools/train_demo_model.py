@@ -1,0 +1,148 @@
+"""Train the demo model: a small latent diffusion model on procedural shape scenes (see docs/DEMO_MODEL.md).
+
+Stages (each resumable: run the same command again after an interruption, even a kill -9):
+
+  python -m tools.train_demo_model data        # preview grid + data statistics (fast)
+  python -m tools.train_demo_model compare-ae  # f4 vs f8 autoencoder comparison (same budget)
+  python -m tools.train_demo_model vae         # stage 1: the autoencoder
+  python -m tools.train_demo_model latents     # encode the UNet training set with the finished autoencoder
+  python -m tools.train_demo_model unet        # stage 2: UNet + text encoder
+  python -m tools.train_demo_model export      # single-file LDM checkpoint (fp16 safetensors) + yaml
+  python -m tools.train_demo_model eval        # held-out evaluation through the web UI's own loader + sampler
+  python -m tools.train_demo_model bench       # UNet forward / 20-step sampling time
+
+All outputs go under training/. On a CPU, every training stage uses --threads (default 1) so that the other core
+stays free; run long stages as `nohup nice -n 10 venv/bin/python -m tools.train_demo_model vae > training/vae.out &`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # allow `python tools/train_demo_model.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: leave a core free)")
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _train_common(p: argparse.ArgumentParser, steps: int, batch: int, lr: float, warmup: int) -> None:
+    _common(p)
+    p.add_argument("--steps", type=int, default=steps, help="total optimiser steps (the LR schedule spans these)")
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="bf16 autocast (fp32 weights and optimiser) or full fp32")
+    p.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint (and sample grid) interval")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop (after a checkpoint) when this much wall time has passed; 0 = run to --steps")
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of this run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m tools.train_demo_model", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("data", help="write a preview grid and check the held-out split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=int, default=64)
+
+    for name, helptext, steps, run in (("vae", "stage 1: train the autoencoder", 6000, "vae"),
+                                       ("compare-ae", "train f4 and f8 autoencoders with the same budget", 300,
+                                        None)):
+        p = sub.add_parser(name, help=helptext)
+        _train_common(p, steps=steps, batch=16, lr=1e-3 if run is None else 5e-4, warmup=50 if run is None else 200)
+        p.add_argument("--kl-weight", type=float, default=1e-6)
+        if run:
+            p.add_argument("--variant", choices=["f4", "f8"], default="f4")
+            p.add_argument("--run", default=run, help="folder under training/")
+
+    p = sub.add_parser("latents", help="encode the UNet training set with the trained autoencoder")
+    _common(p)
+    p.add_argument("--vae", default="training/vae/vae.pt")
+    p.add_argument("-n", type=int, default=100_000, help="number of training scenes")
+    p.add_argument("--out", default="training/unet/latents.pt")
+
+    p = sub.add_parser("unet", help="stage 2: train the UNet and the text encoder")
+    _train_common(p, steps=12000, batch=64, lr=5e-4, warmup=500)
+    p.add_argument("--run", default="unet", help="folder under training/")
+    p.add_argument("--latents", default="training/unet/latents.pt")
+    p.add_argument("--vae", default="training/vae/vae.pt")
+    p.add_argument("--unet-variant", default="s")
+    p.add_argument("--text-variant", default="t64")
+    p.add_argument("--cond-drop", type=float, default=0.1, help="caption dropout (for classifier-free guidance)")
+    p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR loss weighting gamma (0 = off)")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--eval-captions", type=int, default=32, help="held-out captions scored at every checkpoint")
+
+    p = sub.add_parser("export", help="write the single-file LDM checkpoint + yaml")
+    p.add_argument("--unet-ckpt", default="training/unet/ckpt.pt")
+    p.add_argument("--vae", default="training/vae/vae.pt")
+    p.add_argument("--out", default="training/export/demo-shapes.safetensors")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
+
+    p = sub.add_parser("eval", help="held-out evaluation of an exported checkpoint (loader + sampler of the web UI)")
+    _common(p)
+    p.add_argument("--ckpt", default="training/export/demo-shapes.safetensors")
+    p.add_argument("-n", type=int, default=240, help="held-out captions (>= 200 for the full evaluation)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, nargs="+", default=[7.0, 1.0])
+    p.add_argument("--sampler", default="DPM++ 2M")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--out", default="training/eval")
+
+    p = sub.add_parser("bench", help="time UNet forward passes and a 20-step CFG sample")
+    _common(p)
+    p.add_argument("--unet-variant", default="s")
+    p.add_argument("--text-variant", default="t64")
+    p.add_argument("--latent", type=int, default=16, help="latent side (16 for f4, 8 for f8)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "data":
+        from tools.demo_model import data
+
+        data.cli(args)
+    elif args.cmd == "vae":
+        from tools.demo_model import vae
+
+        print(json.dumps(vae.train(args), indent=1))
+    elif args.cmd == "compare-ae":
+        from tools.demo_model import vae
+
+        vae.compare(args)
+    elif args.cmd == "latents":
+        from tools.demo_model import unet
+
+        unet.build_latents(args)
+    elif args.cmd == "unet":
+        from tools.demo_model import unet
+
+        print(json.dumps(unet.train(args), indent=1))
+    elif args.cmd == "export":
+        from tools.demo_model import export
+
+        export.main(args)
+    elif args.cmd == "eval":
+        from tools.demo_model import evaluate
+
+        evaluate.main(args)
+    elif args.cmd == "bench":
+        from tools.demo_model import unet
+
+        unet.bench(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
