@@ -240,3 +240,22 @@ def test_switching_checkpoints_frees_memory(tmp_path):
     grown = _rss() - baseline
     assert model_bytes > 0.1 * baseline  # the bound below would catch a leaked model
     assert grown < 0.10 * baseline, f"RSS grew by {grown / 2**20:.1f} MiB over {baseline / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("arch", ["sd1", "sdxl"])
+def test_diffusers_folder_loads(tmp_path, arch):
+    from diffusers import EulerDiscreteScheduler
+    folder = tmp_path / "Stable-diffusion" / f"my-{arch}-model"
+    comps = make_tiny_components(arch, seed=7)
+    for name, module in comps.items():
+        module.save_pretrained(folder / name)
+    EulerDiscreteScheduler(prediction_type="v_prediction").save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    mm = manager_for(tmp_path)
+    assert [c.name for c in mm.registry.checkpoints] == [f"my-{arch}-model"]  # its sub-files are not listed
+    model = mm.require()
+    assert model.spec.family == arch and model.spec.prediction_type == "v_prediction"
+    for key in comps:
+        loaded = {"unet": model.unet, "vae": model.vae, "text_encoder": model.text_encoders[0]}.get(key) \
+            or model.text_encoders[1]
+        assert_same_tensors(comps[key], loaded)

@@ -19,7 +19,7 @@ class Conditioning:
 
 
 def chunk_token_ids(tokenizer, text: str) -> list[list[int]]:
-    ids = tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     chunks = [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)] or [[]]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id
@@ -28,7 +28,7 @@ def chunk_token_ids(tokenizer, text: str) -> list[list[int]]:
 
 def token_count(tokenizer, text: str) -> tuple[int, int]:
     """(tokens used, limit) for the UI counter: '17/75', '80/150'."""
-    n = len(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+    n = len(tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
     return n, max(CHUNK, -(-n // CHUNK) * CHUNK)
 
 
@@ -71,4 +71,5 @@ def pad_contexts(model, contexts: list[torch.Tensor], clip_skip: int = 1) -> lis
     if all(c.shape[1] == longest for c in contexts):
         return contexts
     empty = encode(model, [""], clip_skip).context
-    return [torch.cat([c] + [empty] * ((longest - c.shape[1]) // empty.shape[1]), dim=1) for c in contexts]
+    return [torch.cat([c] + [empty.expand(c.shape[0], -1, -1)] * ((longest - c.shape[1]) // empty.shape[1]), dim=1)
+            for c in contexts]

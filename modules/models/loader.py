@@ -97,9 +97,6 @@ def tokenizer(tokenizer_dir: Path, pad_token: str) -> CLIPTokenizer:
 def read_checkpoint(info: CheckpointInfo, config_override: Path | None = None) -> tuple[dict, ModelSpec]:
     """Reads the weights and works out what they are. Raises ModelFileError naming the file on any problem."""
     path = info.filename
-    if info.is_diffusers_dir:
-        raise ModelFileError(f"{path}: diffusers folders are listed but loading them is not supported yet; "
-                             "use a single-file .safetensors checkpoint")
     sd = load_state_dict(path)
     yaml_path = config_override or info.config
     try:

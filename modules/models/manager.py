@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Callable
 
 from modules.devices import DeviceConfig, torch_gc
-from modules.models.loader import SDModel, build_model, load_vae_weights, read_checkpoint
+from modules.models.diffusers_folder import load_folder
+from modules.models.loader import SDModel, build_model, load_vae_weights, read_checkpoint, tokenizer
 from modules.models.registry import CheckpointInfo, ModelRegistry
 from modules.models.safe_load import ModelFileError
 
@@ -61,14 +62,20 @@ class ModelManager:
             if self.model is not None and self.model.info.filename == info.filename:
                 return self.model
             start = time.perf_counter()
-            sd, spec = read_checkpoint(info, self.config_override if self._is_forced(info) else None)
+            sd = spec = None
+            if not info.is_diffusers_dir:  # read and check the file before giving up the current model
+                sd, spec = read_checkpoint(info, self.config_override if self._is_forced(info) else None)
             self.registry.ensure_hash(info)
             previous_info = self.model.info if self.model is not None else None
             self.model = None
             torch_gc()  # free the old weights before the new ones are materialised
             try:
-                model = build_model(info, sd, spec, self.tokenizer_dir, self.device.device, self.device.dtype,
-                                    self.device.vae_dtype)
+                if info.is_diffusers_dir:
+                    model = load_folder(info, lambda pad: tokenizer(self.tokenizer_dir, pad), self.device.device,
+                                        self.device.dtype, self.device.vae_dtype)
+                else:
+                    model = build_model(info, sd, spec, self.tokenizer_dir, self.device.device, self.device.dtype,
+                                        self.device.vae_dtype)
                 del sd
                 self._apply_vae(model)
             except Exception:
@@ -80,7 +87,7 @@ class ModelManager:
                 raise
             self.model = model
             self.last_load_seconds = time.perf_counter() - start
-            log.info("loaded %s (%s) in %.2f s", info.title, spec.label, self.last_load_seconds)
+            log.info("loaded %s (%s) in %.2f s", info.title, model.spec.label, self.last_load_seconds)
             for callback in self.on_loaded:
                 callback(model)
             return model

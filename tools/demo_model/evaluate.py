@@ -1,0 +1,141 @@
+"""Held-out evaluation of an exported checkpoint, end to end through the web UI's own code:
+
+modules.models.loader (read the single file + yaml, build the components) -> modules.engine.conditioning (prompt
+tokenisation/encoding) -> modules.engine.processing.denoise (seeded noise, CFG, the engine's schedulers) ->
+processing.latents_to_images -> pixel analysis (tools/demo_model/analysis.py) against the caption.
+
+Targets (issue 3): colour >= 95 %, position >= 90 %, shape >= 80 % on >= 200 held-out captions (CI floor on 24
+captions: 85 / 70 / 60), and CFG 1 clearly worse than the default CFG.
+
+Writes training/eval/<name>/results.json, per_image.csv and grids (held-out captions in order, 8 per row).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tools.demo_model import analysis, common, data
+from tools.demo_model.unet import _resolve
+
+TARGETS = {"color": 0.95, "position": 0.90, "shape": 0.80}
+CI_FLOOR = {"color": 0.85, "position": 0.70, "shape": 0.60}
+
+
+def load_model(ckpt: Path, device: torch.device, dtype=torch.float32):
+    from modules.models.loader import build_model, read_checkpoint
+    from modules.models.registry import CheckpointInfo
+
+    yaml_path = ckpt.with_suffix(".yaml")
+    info = CheckpointInfo(filename=ckpt.resolve(), name=ckpt.name,
+                          config=yaml_path.resolve() if yaml_path.exists() else None)
+    t0 = time.perf_counter()
+    sd, spec = read_checkpoint(info)
+    model = build_model(info, sd, spec, common.TOKENIZER_DIR, device, dtype)
+    return model, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def generate(model, prompts: list[str], seeds: list[int], steps: int, cfg: float, sampler: str) -> np.ndarray:
+    from modules.engine import conditioning, processing, samplers
+
+    spec, sched_name = samplers.resolve(sampler, "Automatic")
+    scheduler = samplers.make_scheduler(spec, sched_name, model.scheduler_config())
+    scheduler.set_timesteps(steps, device=model.device)
+    factor = model.vae_scale_factor
+    side = model.spec.native_resolution
+    shape = (model.vae.config.latent_channels, side // factor, side // factor)
+    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(model.device)
+    cond = conditioning.encode(model, prompts)
+    uncond = conditioning.encode(model, [""] * len(prompts)) if cfg != 1.0 else None
+    lat = processing.denoise(model, scheduler, noise * scheduler.init_noise_sigma, cond, uncond, cfg, gens, None,
+                             side, side)
+    return np.stack([np.asarray(im) for im in processing.latents_to_images(model, lat)])
+
+
+@torch.no_grad()
+def time_single_image(model, steps: int, cfg: float, sampler: str, repeats: int = 3) -> float:
+    """Seconds for one 64x64 image through processing.txt2img (prompt encoding, sampling, decode)."""
+    from modules.engine import processing
+    from modules.engine.params import GenerationParams
+
+    side = model.spec.native_resolution
+    p = GenerationParams(prompt="a large red circle on the left, blue background", seed=1, steps=steps,
+                         cfg_scale=cfg, width=side, height=side, sampler_name=sampler)
+    processing.txt2img(model, p)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        processing.txt2img(model, GenerationParams(**{**p.to_dict()}))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def evaluate(model, captions: list[str], steps: int, cfg: float, sampler: str, batch: int, out: Path | None):
+    rows = []
+    images = []
+    for i in range(0, len(captions), batch):
+        caps = captions[i:i + batch]
+        seeds = list(range(10_000 + i, 10_000 + i + len(caps)))
+        imgs = generate(model, caps, seeds, steps, cfg, sampler)
+        images.append(imgs)
+        for img, cap, seed in zip(imgs, caps, seeds):
+            _, objs = data.parse_caption(cap)
+            want = objs[0]
+            res = analysis.analyze(img)
+            row = {"caption": cap, "seed": seed, "found": res.found}
+            for k in ("color", "position", "shape", "size"):
+                row[f"want_{k}"] = want[k]
+                row[f"got_{k}"] = getattr(res, k)
+                row[f"ok_{k}"] = bool(res.found and getattr(res, k) == want[k])
+            rows.append(row)
+    images = np.concatenate(images)
+    acc = {k: float(np.mean([r[f"ok_{k}"] for r in rows])) for k in ("color", "position", "shape", "size")}
+    acc["all3"] = float(np.mean([r["ok_color"] and r["ok_position"] and r["ok_shape"] for r in rows]))
+    per_combo = defaultdict(list)
+    for r in rows:
+        per_combo[f"{r['want_color']} {r['want_shape']} {r['want_position']}"].append(
+            r["ok_color"] and r["ok_position"] and r["ok_shape"])
+    acc["per_combo_all3"] = {k: float(np.mean(v)) for k, v in sorted(per_combo.items())}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        common.save_grid(images, out / "grid.png", ncols=16, captions=captions)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        common.atomic_write_bytes(out / "per_image.csv", buf.getvalue().encode())
+    return acc
+
+
+def main(args) -> None:
+    device = common.setup_torch(args.threads, args.device)
+    ckpt = _resolve(args.ckpt)
+    model, load_s = load_model(ckpt, device)
+    captions = data.heldout_captions(args.n)
+    out_root = _resolve(args.out)
+    results = {"checkpoint": str(ckpt), "n": len(captions), "steps": args.steps, "sampler": args.sampler,
+               "threads": torch.get_num_threads(), "load_s": load_s, "file_mb": ckpt.stat().st_size / 1e6}
+    results["single_image_s"] = time_single_image(model, args.steps, args.cfg[0], args.sampler)
+    for cfg in args.cfg:
+        t0 = time.perf_counter()
+        acc = evaluate(model, captions, args.steps, cfg, args.sampler, args.batch, out_root / f"cfg{cfg:g}")
+        acc["seconds"] = time.perf_counter() - t0
+        results[f"cfg{cfg:g}"] = acc
+        print(f"cfg {cfg:g}: colour {acc['color']:.1%} position {acc['position']:.1%} shape {acc['shape']:.1%} "
+              f"size {acc['size']:.1%} (all three {acc['all3']:.1%}) on {len(captions)} held-out captions")
+    main_acc = results[f"cfg{args.cfg[0]:g}"]
+    floor = TARGETS if len(captions) >= 200 else CI_FLOOR
+    results["passed"] = all(main_acc[k] >= v for k, v in floor.items())
+    results["thresholds"] = floor
+    common.atomic_write_bytes(out_root / "results.json", json.dumps(results, indent=1).encode())
+    print(f"load {load_s:.2f} s, one image ({args.steps} steps, cfg {args.cfg[0]:g}) {results['single_image_s']:.2f} s "
+          f"on {results['threads']} thread(s); {'PASS' if results['passed'] else 'FAIL'} against {floor}")
+    print(f"wrote {out_root / 'results.json'}")

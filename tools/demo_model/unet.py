@@ -1,0 +1,361 @@
+"""Stage 2: UNet2DConditionModel + a small CLIPTextModel, trained jointly on cached autoencoder latents.
+
+* epsilon prediction, SD 1.x noise schedule (scaled_linear, beta 0.00085 -> 0.012, 1000 steps)
+* captions are tokenised exactly as the web UI does it (BOS, tokens, EOS padding to 77, no attention mask); the
+  conditioning is the text encoder's last_hidden_state (final layer norm), as the SD1 loader uses it
+* caption dropout to the empty prompt (classifier-free guidance), min-SNR-gamma loss weighting, EMA weights
+* sample grids and a quick held-out score (pixel analysis) at every checkpoint, with the EMA weights and the web
+  UI's own scheduler settings (modules/engine/samplers.py)
+
+Files under ``training/<run>/`` (run = ``unet``): ckpt.pt (resume state incl. EMA), log.csv, eval.csv,
+samples/step_XXXXXX.png (+ .txt captions). The latent cache is training/unet/latents.pt (``latents`` command).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tools.demo_model import analysis, common, data, models
+
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+LATENT_CHUNK = 10_000
+
+
+def alphas_cumprod() -> torch.Tensor:
+    betas = torch.linspace(SCHEDULE["beta_start"] ** 0.5, SCHEDULE["beta_end"] ** 0.5,
+                           SCHEDULE["num_train_timesteps"], dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).float()
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else common.REPO / p
+
+
+# ----------------------------------------------------------------------------- latent cache
+
+
+@torch.no_grad()
+def build_latents(args) -> None:
+    """Encodes n training scenes (posterior mode, fp32) in resumable chunks, then writes one latents.pt with the
+    token ids and the latent scale factor (1 / std of all latents)."""
+    from tqdm import tqdm
+
+    from tools.demo_model.vae import load_vae
+
+    device = common.setup_torch(args.threads, args.device)
+    out = _resolve(args.out)
+    parts = out.parent / "latent_parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    common.cleanup_tmp(parts)
+    vae_path = _resolve(args.vae)
+    vae, blob = load_vae(vae_path, device)
+    tok = models.load_tokenizer()
+    n_chunks = -(-args.n // LATENT_CHUNK)
+    bar = tqdm(total=args.n, desc="latents", unit="img", dynamic_ncols=True)
+    for c in range(n_chunks):
+        n = min(LATENT_CHUNK, args.n - c * LATENT_CHUNK)
+        path = parts / f"part_{c:03d}.pt"
+        if path.exists():
+            part = common.load_checkpoint(path)
+            if part["vae_step"] == blob["step"] and len(part["captions"]) == n:
+                bar.update(n)
+                continue
+        rng = np.random.default_rng([args.seed, c])  # each chunk has its own stream: chunks are independent
+        lats, caps = [], []
+        for i in range(0, n, 250):
+            imgs, cap = data.make_batch(rng, min(250, n - i), "train")
+            x = data.to_tensor_range(imgs).to(device)
+            lats.append(vae.encode(x).latent_dist.mode().float().cpu())
+            caps += cap
+            bar.update(len(cap))
+        common.save_atomic({"latents": torch.cat(lats).half(), "captions": caps, "vae_step": blob["step"]}, path)
+    bar.close()
+    lat, caps = [], []
+    for c in range(n_chunks):
+        part = common.load_checkpoint(parts / f"part_{c:03d}.pt")
+        lat.append(part["latents"])
+        caps += part["captions"]
+    lat = torch.cat(lat)
+    ids = models.token_ids(tok, caps).to(torch.int32)
+    std = float(lat.float().std())
+    common.save_atomic({"latents": lat, "ids": ids, "captions": caps, "scale_factor": 1.0 / std,
+                        "latent_mean": float(lat.float().mean()), "latent_std": std, "vae": str(vae_path),
+                        "vae_step": blob["step"], "vae_config": blob["config"]}, out)
+    print(f"wrote {out}: {tuple(lat.shape)} latents, std {std:.4f} -> scale_factor {1 / std:.4f}")
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def encode_text(te, ids: torch.Tensor) -> torch.Tensor:
+    return te(ids).last_hidden_state
+
+
+def make_scheduler(sampler: str = "DPM++ 2M", schedule: str = "Automatic"):
+    from modules.engine import samplers
+
+    spec, sched = samplers.resolve(sampler, schedule)
+    base = {**models.family_defaults("sd1")["scheduler"], "prediction_type": "epsilon"}
+    return samplers.make_scheduler(spec, sched, base)
+
+
+@torch.no_grad()
+def sample(unet, te, vae, ids: torch.Tensor, empty_ids: torch.Tensor, scale_factor: float, seeds: list[int],
+           steps: int = 20, cfg: float = 7.0, sampler: str = "DPM++ 2M", device="cpu") -> np.ndarray:
+    """uint8 NHWC images; mirrors modules/engine/processing.py (seeded CPU noise per image, CFG, engine schedulers)."""
+    ctx = encode_text(te, ids.to(device))
+    use_cfg = cfg != 1.0
+    if use_cfg:
+        ctx = torch.cat([encode_text(te, empty_ids.to(device)).expand(len(ids), -1, -1), ctx])
+    sched = make_scheduler(sampler)
+    sched.set_timesteps(steps, device=device)
+    c = unet.config.in_channels
+    h = unet.config.sample_size
+    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    lat = torch.stack([torch.randn((c, h, h), generator=g) for g in gens]).to(device) * sched.init_noise_sigma
+    for t in sched.timesteps:
+        x = torch.cat([lat] * 2) if use_cfg else lat
+        x = sched.scale_model_input(x, t)
+        out = unet(x, t, encoder_hidden_states=ctx).sample.float()
+        if use_cfg:
+            u, cnd = out.chunk(2)
+            out = u + cfg * (cnd - u)
+        lat = sched.step(out, t, lat, generator=gens, return_dict=False)[0]
+    return common.to_uint8(vae.decode(lat / scale_factor).sample)
+
+
+def score(images: np.ndarray, captions: list[str]) -> dict:
+    """Fraction of images whose largest object has the caption's colour / position / shape / size."""
+    hits = {"color": 0, "position": 0, "shape": 0, "size": 0}
+    for img, cap in zip(images, captions):
+        _, objs = data.parse_caption(cap)
+        want = objs[0]
+        res = analysis.analyze(img)
+        for k in hits:
+            hits[k] += int(res.found and getattr(res, k) == want[k])
+    return {k: v / len(captions) for k, v in hits.items()}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class EMA:
+    def __init__(self, modules: list[torch.nn.Module], decay: float):
+        self.decay = decay
+        self.params = [p for m in modules for p in m.parameters()]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
+
+    def state_dict(self) -> list[torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, shadow: list[torch.Tensor]) -> None:
+        for s, v in zip(self.shadow, shadow):
+            s.copy_(v)
+
+    def swap(self) -> None:
+        """Exchange live and EMA weights (call twice to restore)."""
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow):
+                tmp = p.detach().clone()
+                p.copy_(s)
+                s.copy_(tmp)
+
+
+def grid_captions() -> list[str]:
+    held = data.heldout_captions(8)
+    rng = np.random.default_rng(99)
+    train = [data.random_scene(rng, "train", n_objects=1 if i < 5 else 2).caption for i in range(8)]
+    return held + train
+
+
+def train(args) -> dict:
+    from tools.demo_model.vae import load_vae
+
+    device = common.setup_torch(args.threads, args.device)
+    out = common.TRAINING_DIR / args.run
+    out.mkdir(parents=True, exist_ok=True)
+    common.cleanup_tmp(out)
+    ckpt_path = out / "ckpt.pt"
+
+    cache = common.load_checkpoint(_resolve(args.latents))
+    latents = cache["latents"]
+    ids_all = cache["ids"].long()
+    scale = float(cache["scale_factor"])
+    n_data = len(latents)
+    vae, vae_blob = load_vae(_resolve(args.vae), device)
+    if vae_blob["step"] != cache["vae_step"]:
+        raise SystemExit(f"{args.latents} was encoded with the autoencoder of step {cache['vae_step']}, but "
+                         f"{args.vae} is step {vae_blob['step']}: run the `latents` command again")
+
+    te_cfg = models.text_config(args.text_variant)
+    unet_cfg = models.unet_config(args.unet_variant, te_cfg["hidden_size"], latent_channels=latents.shape[1],
+                                  sample_size=latents.shape[-1])
+    torch.manual_seed(args.seed)
+    unet = models.build_unet(unet_cfg).to(device)
+    te = models.build_text_encoder(te_cfg).to(device)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=0.0)
+    ema = EMA([unet, te], args.ema)
+    tok = models.load_tokenizer()
+    empty_ids = models.token_ids(tok, [""])
+    ac = alphas_cumprod().to(device)
+    meta = {"unet_variant": args.unet_variant, "text_variant": args.text_variant, "steps": args.steps,
+            "batch": args.batch, "lr": args.lr, "seed": args.seed, "cond_drop": args.cond_drop,
+            "min_snr": args.min_snr, "ema": args.ema, "precision": args.precision, "scale_factor": scale,
+            "vae_step": vae_blob["step"], "n_data": n_data}
+    step, elapsed0 = 0, 0.0
+    if ckpt_path.exists() and not args.restart:
+        ck = common.load_checkpoint(ckpt_path)
+        for k in ("unet_variant", "text_variant"):
+            if ck["meta"][k] != meta[k]:
+                raise SystemExit(f"{ckpt_path} was trained with {k}={ck['meta'][k]}; use another --run or --restart")
+        unet.load_state_dict(ck["unet"])
+        te.load_state_dict(ck["text_encoder"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed0 = ck["step"], float(ck.get("elapsed", 0.0))
+        common.restore_rng(ck["rng"])
+        print(f"resumed {ckpt_path} at step {step}")
+    (out / "config.json").write_text(json.dumps({"unet": unet_cfg, "text_encoder": te_cfg, "meta": meta,
+                                                 "params": {"unet": common.param_count(unet),
+                                                            "text_encoder": common.param_count(te),
+                                                            "vae": common.param_count(vae)}}, indent=1))
+    log = common.CsvLog(out / "log.csv", ["step", "loss", "lr", "sec_per_step", "elapsed_min"], step)
+    elog = common.CsvLog(out / "eval.csv", ["step", "color", "position", "shape", "size", "color_cfg1",
+                                            "position_cfg1", "shape_cfg1", "eval_sec", "elapsed_min"], step)
+    g_caps = grid_captions()
+    g_ids = models.token_ids(tok, g_caps)
+    e_caps = data.heldout_captions(args.eval_captions)
+    e_ids = models.token_ids(tok, e_caps)
+
+    def checkpoint() -> dict:
+        t0 = time.monotonic()
+        elapsed = elapsed0 + (time.monotonic() - t_start)
+        common.save_atomic({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "ema": ema.state_dict(),
+                            "opt": opt.state_dict(), "step": step, "rng": common.rng_state(), "meta": meta,
+                            "unet_config": unet_cfg, "text_config": te_cfg, "elapsed": elapsed}, ckpt_path)
+        ema.swap()
+        unet.eval(), te.eval()
+        try:
+            imgs = sample(unet, te, vae, g_ids, empty_ids, scale, list(range(len(g_caps))), cfg=7.0, device=device)
+            common.save_grid(imgs, out / "samples" / f"step_{step:06d}.png", captions=g_caps)
+            res = {}
+            for cfg, suffix in ((7.0, ""), (1.0, "_cfg1")):
+                ev = sample(unet, te, vae, e_ids, empty_ids, scale, list(range(1000, 1000 + len(e_caps))), cfg=cfg,
+                            device=device)
+                sc = score(ev, e_caps)
+                res.update({k + suffix: v for k, v in sc.items()})
+        finally:
+            ema.swap()
+            unet.train(), te.train()
+        res["eval_sec"] = time.monotonic() - t0
+        elog.write(step=step, elapsed_min=elapsed / 60, **res)
+        bar.write(f"[unet] step {step}: held-out ({len(e_caps)}, EMA, cfg 7) colour {res['color']:.0%} position "
+                  f"{res['position']:.0%} shape {res['shape']:.0%} size {res['size']:.0%} | cfg 1: colour "
+                  f"{res['color_cfg1']:.0%} position {res['position_cfg1']:.0%} shape {res['shape_cfg1']:.0%}")
+        return res
+
+    unet.train(), te.train()
+    t_start = time.monotonic()
+    every = common.Every(args.ckpt_minutes * 60)
+    stop_at = t_start + args.max_minutes * 60 if args.max_minutes else None
+    bar = common.progress(args.steps, step, f"unet-{args.unet_variant}")
+    acc, n_acc, t_log = 0.0, 0, time.monotonic()
+    res: dict = {}
+    while step < args.steps:
+        lr = common.cosine_lr(step, args.steps, args.lr, args.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, n_data, (args.batch,))
+        x0 = latents[idx].float().to(device) * scale
+        ids = ids_all[idx].to(device)
+        drop = torch.rand(args.batch) < args.cond_drop
+        ids[drop.to(device)] = empty_ids.to(device)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, SCHEDULE["num_train_timesteps"], (args.batch,), device=device)
+        a = ac[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        with common.autocast(device, args.precision):
+            ctx = encode_text(te, ids)
+            pred = unet(xt, t, encoder_hidden_states=ctx).sample.float()
+        per = F.mse_loss(pred, noise, reduction="none").flatten(1).mean(1)
+        if args.min_snr > 0:
+            snr = ac[t] / (1 - ac[t])
+            per = per * torch.clamp(snr, max=args.min_snr) / snr
+        loss = per.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(step)
+        step += 1
+        acc += float(loss)
+        n_acc += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.1e}")
+        if step % args.log_every == 0 or step == args.steps:
+            now = time.monotonic()
+            log.write(step=step, loss=acc / n_acc, lr=lr, sec_per_step=(now - t_log) / n_acc,
+                      elapsed_min=(elapsed0 + now - t_start) / 60)
+            acc, n_acc, t_log = 0.0, 0, now
+        if step == args.steps:
+            break
+        if every():
+            res = checkpoint()
+        if stop_at and time.monotonic() >= stop_at:
+            bar.write(f"[unet] --max-minutes reached at step {step}; resume with the same command")
+            break
+    res = checkpoint()
+    bar.close()
+    log.close()
+    elog.close()
+    return {"step": step, **res}
+
+
+# ----------------------------------------------------------------------------- speed check
+
+
+@torch.no_grad()
+def bench(args) -> None:
+    """Random-weight timing of the chosen sizes: UNet forward at batch 2 and a full 20-step CFG sample (text encoder
+    + 20 UNet passes at batch 2 + VAE decode), at the given thread count."""
+    device = common.setup_torch(args.threads, args.device)
+    te_cfg = models.text_config(args.text_variant)
+    vae_variant = "f4" if args.latent == 16 else "f8"
+    unet = models.build_unet(models.unet_config(args.unet_variant, te_cfg["hidden_size"],
+                                                sample_size=args.latent)).to(device).eval()
+    te = models.build_text_encoder(te_cfg).to(device).eval()
+    vae = models.build_vae(models.vae_config(vae_variant)).to(device).eval()
+    x = torch.randn(2, 4, args.latent, args.latent, device=device)
+    ctx = torch.randn(2, 77, te_cfg["hidden_size"], device=device)
+    t = torch.tensor([500, 500], device=device)
+    for _ in range(3):
+        unet(x, t, encoder_hidden_states=ctx)
+    n = 20
+    t0 = time.perf_counter()
+    for _ in range(n):
+        unet(x, t, encoder_hidden_states=ctx)
+    fwd = (time.perf_counter() - t0) / n
+    tok = models.load_tokenizer()
+    ids = models.token_ids(tok, ["a large red circle on the left, blue background"])
+    empty = models.token_ids(tok, [""])
+    sample(unet, te, vae, ids, empty, 1.0, [0], steps=2, device=device)
+    t0 = time.perf_counter()
+    sample(unet, te, vae, ids, empty, 1.0, [0], steps=20, cfg=7.0, device=device)
+    full = time.perf_counter() - t0
+    sizes = {"unet": common.param_count(unet), "text_encoder": common.param_count(te), "vae": common.param_count(vae)}
+    total = sum(sizes.values())
+    print(json.dumps({"threads": torch.get_num_threads(), "unet_variant": args.unet_variant,
+                      "latent": args.latent, "unet_forward_b2_ms": fwd * 1000, "sample_20_steps_cfg_s": full,
+                      "params": sizes, "fp16_mb": total * 2 / 1e6}, indent=1))
