@@ -71,7 +71,9 @@ def start_server(data_dir: Path, *extra: str, wait_model: bool = True, timeout: 
         try:
             r = requests.get(server.api("options"), timeout=2)
             # the model is loaded once the server remembers it as the current checkpoint
-            if r.status_code == 200 and (not wait_model or r.json().get("sd_model_checkpoint")):
+            if not wait_model and r.status_code in (200, 401):  # answering (401: behind --api-auth)
+                return server
+            if r.status_code == 200 and r.json().get("sd_model_checkpoint"):
                 return server
         except requests.RequestException:
             pass

@@ -126,3 +126,19 @@ def test_concurrent_requests_share_one_queue(server):
 def test_ui_page_is_served(server):
     r = requests.get(server.url + "/", timeout=10)
     assert r.status_code == 200 and "<html" in r.text.lower()
+
+
+def test_api_only_server_without_model_with_auth(tmp_path):
+    from tests.conftest import start_server
+    srv = start_server(tmp_path, "--nowebui", "--api-auth", "alice:s3cret", wait_model=False)
+    try:
+        assert srv.proc.poll() is None
+        assert requests.get(srv.api("sd-models"), timeout=10).status_code == 401
+        auth = ("alice", "s3cret")
+        assert requests.get(srv.api("sd-models"), auth=("alice", "wrong"), timeout=10).status_code == 401
+        assert requests.get(srv.api("sd-models"), auth=auth, timeout=10).json() == []
+        r = requests.post(srv.api("txt2img"), json={"steps": 1}, auth=auth, timeout=30)
+        assert r.status_code == 503 and "put a .safetensors file in models/Stable-diffusion" in r.json()["detail"]
+        assert requests.get(srv.url + "/", timeout=10).status_code == 404  # --nowebui: no UI
+    finally:
+        srv.stop()

@@ -43,3 +43,21 @@ def test_bad_size_shows_readable_error(server):
         error.wait_for(state="visible", timeout=60_000)
         assert "width" in error.inner_text() and "multiple of 8" in error.inner_text()
         assert "Traceback" not in page.content()
+
+
+def test_no_model_state_is_explained(tmp_path):
+    from tests.conftest import start_server
+    srv = start_server(tmp_path, wait_model=False)
+    try:
+        with browser_page() as page:
+            page.goto(srv.url + "/")
+            banner = page.locator("#no_model_banner")
+            banner.wait_for(state="visible")
+            assert "put a .safetensors file in models/Stable-diffusion" in banner.inner_text()
+            page.locator("#txt2img_prompt textarea").fill("a cat")
+            page.locator("#txt2img_generate").click()
+            error = page.locator("#html_info_txt2img .sd-error")
+            error.wait_for(state="visible")
+            assert "no model yet" in error.inner_text()
+    finally:
+        srv.stop()

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         _train_common(p, steps=steps, batch=16, lr=1e-3 if run is None else 5e-4, warmup=50 if run is None else 200)
         p.add_argument("--kl-weight", type=float, default=1e-6)
+        p.add_argument("--init-logvar", type=float, default=-6.0,
+                       help="initial posterior log-variance (encoder conv_out bias); default std ~0.05")
         if run:
             p.add_argument("--variant", choices=["f4", "f8"], default="f4")
             p.add_argument("--run", default=run, help="folder under training/")

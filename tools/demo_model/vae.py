@@ -85,6 +85,19 @@ def timing(vae, device, repeats: int = 5) -> dict:
     return out
 
 
+def init_logvar_(vae, value: float) -> None:
+    """Start with a small posterior std: with diffusers' default init (logvar ~ 0, std ~ 1) the sampled latent is
+    mostly noise while the means are still ~0.2, and the decoder learns nothing until the encoder has shrunk the
+    variance (measured: PSNR ~13 dB after 180 steps).  The KL term is unchanged; it can raise the variance later."""
+    if value is None:
+        return
+    conv = vae.encoder.conv_out
+    half = conv.out_channels // 2
+    with torch.no_grad():
+        conv.bias[half:].fill_(value)
+        conv.weight[half:].mul_(0.1)
+
+
 def load_vae(path: Path, device="cpu"):
     """(AutoencoderKL in eval mode, info dict) from a vae.pt written by this stage."""
     blob = common.load_checkpoint(path)
@@ -102,11 +115,14 @@ def train(args) -> dict:
 
     cfg = models.vae_config(args.variant)
     torch.manual_seed(args.seed)
-    vae = models.build_vae(cfg).to(device)
+    vae = models.build_vae(cfg)
+    init_logvar_(vae, args.init_logvar)
+    vae = vae.to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     np_rng = np.random.default_rng(args.seed)
     step = 0
     meta = {"variant": args.variant, "steps": args.steps, "batch": args.batch, "lr": args.lr,
+            "init_logvar": args.init_logvar,
             "kl_weight": args.kl_weight, "seed": args.seed, "precision": args.precision}
     if ckpt_path.exists() and not args.restart:
         ck = common.load_checkpoint(ckpt_path)
