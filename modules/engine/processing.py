@@ -5,6 +5,7 @@ PIL images, saved with infotext when the settings say so.
 """
 from __future__ import annotations
 
+import inspect
 import random
 import time
 from dataclasses import dataclass, field
@@ -80,6 +81,10 @@ def denoise(model, scheduler, latents, cond: conditioning.Conditioning, uncond: 
     context = context.to(model.dtype)
     added = _sdxl_added_cond(model, pooled, width, height) if model.is_sdxl else None
     timesteps = scheduler.timesteps
+    # ancestral/SDE schedulers draw their step noise from the per-image CPU generators; the others take none
+    step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    if state is not None:
+        state.sampling_steps = len(timesteps)  # second-order schedulers list each step twice
     for i, t in enumerate(timesteps):
         if state is not None and (state.interrupted or state.skipped):
             break
@@ -93,7 +98,7 @@ def denoise(model, scheduler, latents, cond: conditioning.Conditioning, uncond: 
         if use_cfg:
             out_uncond, out_cond = out.chunk(2)
             out = out_uncond + cfg_scale * (out_cond - out_uncond)
-        latents = scheduler.step(out, t, latents, generator=generators, return_dict=False)[0]
+        latents = scheduler.step(out, t, latents, return_dict=False, **step_kwargs)[0]
         if state is not None:
             state.sampling_step = i + 1
             state.current_latent = latents
