@@ -25,6 +25,9 @@ if __package__ in (None, ""):  # allow `python tools/train_demo_model.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+from tools.demo_model.models import VAE_VARIANTS  # noqa: E402  (light: no torch model code runs)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: leave a core free)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1, ...")
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--init-logvar", type=float, default=-6.0,
                        help="initial posterior log-variance (encoder conv_out bias); default std ~0.05")
         if run:
-            p.add_argument("--variant", choices=["f4", "f8"], default="f4")
+            p.add_argument("--variant", choices=sorted(VAE_VARIANTS), default="f4")
             p.add_argument("--run", default=run, help="folder under training/")
 
     p = sub.add_parser("latents", help="encode the UNet training set with the trained autoencoder")

@@ -1,7 +1,9 @@
-"""Prompt text → text-encoder conditioning, for SD1 (CLIP-L), SD2 (OpenCLIP-H) and SDXL (both, plus pooled).
+"""Prompt text → text-encoder conditioning, with A1111's prompt syntax.
 
-Prompts of any length are split into 75-token chunks, each encoded as 77 tokens with BOS/EOS and padding, and the
-chunks' embeddings concatenated (A1111's rule, so prompts have no length limit).
+Emphasis ((a), [a], (a:1.3)) scales token embeddings and then restores each chunk's mean ("Original" mode); prompts
+of any length are encoded in 75-token chunks (BREAK and comma back-off from prompt_chunks); [from:to:when] and [a|b]
+give a different text per step; "A AND B:0.5" gives several conditionings combined by composable diffusion.
+Works for SD1 (CLIP-L), SD2 (OpenCLIP-H) and SDXL (both, penultimate layers, plus the pooled embedding).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-CHUNK = 75
+from modules.engine import prompt_chunks, prompt_parser
 
 
 @dataclass
@@ -18,18 +20,9 @@ class Conditioning:
     pooled: torch.Tensor | None = None    # SDXL: [batch, pooled_dim]
 
 
-def chunk_token_ids(tokenizer, text: str) -> list[list[int]]:
-    ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-    chunks = [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)] or [[]]
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id
-    return [[bos] + c + [eos] + [pad] * (CHUNK - len(c)) for c in chunks]
-
-
-def token_count(tokenizer, text: str) -> tuple[int, int]:
+def token_count(tokenizer, text: str, steps: int = 20) -> tuple[int, int]:
     """(tokens used, limit) for the UI counter: '17/75', '80/150'."""
-    n = len(tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
-    return n, max(CHUNK, -(-n // CHUNK) * CHUNK)
+    return prompt_chunks.token_count(tokenizer, text, steps)
 
 
 def _encode_ids(encoder, ids: torch.Tensor, clip_skip: int, sdxl_layer: bool):
@@ -47,22 +40,39 @@ def _encode_ids(encoder, ids: torch.Tensor, clip_skip: int, sdxl_layer: bool):
 
 
 @torch.no_grad()
+def encode_text(model, text: str, clip_skip: int = 1) -> Conditioning:
+    """One prompt (no AND, no scheduling left) → [1, 77 * chunks, dim] with emphasis applied."""
+    items = prompt_parser.parse_attention(text)
+    per_encoder, pooled = [], None
+    n_chunks = None
+    for encoder, tokenizer in zip(model.text_encoders, model.tokenizers):
+        chunks = prompt_chunks.tokenize_weighted(tokenizer, items)
+        if n_chunks is not None and len(chunks) != n_chunks:  # the two SDXL tokenizers agree on CLIP BPE
+            chunks = (chunks + chunks[-1:] * n_chunks)[:n_chunks]
+        n_chunks = len(chunks)
+        ids = torch.tensor([prompt_chunks.chunk_to_ids(c, tokenizer) for c in chunks], device=model.device)
+        weights = torch.tensor([prompt_chunks.chunk_to_weights(c) for c in chunks], device=model.device)
+        hidden, pooled_out = _encode_ids(encoder, ids, clip_skip, model.is_sdxl)
+        hidden = hidden.float()
+        if not torch.all(weights == 1):
+            # "Original" emphasis: scale by the weights, then give each chunk back its unweighted mean
+            before = hidden.mean(dim=(1, 2), keepdim=True)
+            hidden = hidden * weights[..., None]
+            hidden = hidden * (before / hidden.mean(dim=(1, 2), keepdim=True))
+        per_encoder.append(hidden.reshape(1, -1, hidden.shape[-1]))
+        if pooled_out is not None:
+            pooled = pooled_out[:1].float()  # the first chunk's pooled output, as A1111 does
+    return Conditioning(torch.cat(per_encoder, dim=-1), pooled)
+
+
+@torch.no_grad()
 def encode(model, prompts: list[str], clip_skip: int = 1) -> Conditioning:
-    sdxl = model.is_sdxl
-    contexts, pooled_all = [], []
-    for text in prompts:
-        per_encoder, pooled = [], None
-        for encoder, tokenizer in zip(model.text_encoders, model.tokenizers):
-            chunks = torch.tensor(chunk_token_ids(tokenizer, text), device=model.device)
-            hidden, pooled_out = _encode_ids(encoder, chunks, clip_skip, sdxl)
-            per_encoder.append(hidden.reshape(1, -1, hidden.shape[-1]))  # chunks concatenated along tokens
-            if pooled_out is not None:
-                pooled = pooled_out[:1]  # the first chunk's pooled output, as A1111 does
-        contexts.append(torch.cat(per_encoder, dim=-1))
-        if pooled is not None:
-            pooled_all.append(pooled)
-    return Conditioning(torch.cat(pad_contexts(model, contexts, clip_skip)),
-                        torch.cat(pooled_all) if pooled_all else None)
+    """Plain batch encoding (emphasis and chunks, no scheduling or AND): used for the unconditional empty prompt
+    and by callers that need one tensor per prompt."""
+    conds = [encode_text(model, text, clip_skip) for text in prompts]
+    contexts = pad_contexts(model, [c.context for c in conds], clip_skip)
+    pooled = torch.cat([c.pooled for c in conds]) if conds[0].pooled is not None else None
+    return Conditioning(torch.cat(contexts), pooled)
 
 
 def pad_contexts(model, contexts: list[torch.Tensor], clip_skip: int = 1) -> list[torch.Tensor]:
@@ -70,6 +80,80 @@ def pad_contexts(model, contexts: list[torch.Tensor], clip_skip: int = 1) -> lis
     longest = max(c.shape[1] for c in contexts)
     if all(c.shape[1] == longest for c in contexts):
         return contexts
-    empty = encode(model, [""], clip_skip).context
+    empty = encode_text(model, "", clip_skip).context
     return [torch.cat([c] + [empty.expand(c.shape[0], -1, -1)] * ((longest - c.shape[1]) // empty.shape[1]), dim=1)
             for c in contexts]
+
+
+@dataclass
+class StepBatch:
+    """The UNet batch for one step: rows [0, n_images) are the unconditional (negative) ones when present; for
+    image b, cond_rows[b] lists (row, weight) of its AND parts."""
+    context: torch.Tensor
+    pooled: torch.Tensor | None
+    uncond_rows: list[int] | None
+    cond_rows: list[list[tuple[int, float]]]
+
+    def combine(self, out: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+        """Classifier-free guidance with composable diffusion: u + Σ w·cfg·(c − u)."""
+        results = []
+        for b, parts in enumerate(self.cond_rows):
+            if self.uncond_rows is None:
+                results.append(out[parts[0][0]])
+                continue
+            u = out[self.uncond_rows[b]]
+            results.append(u + sum(w * cfg_scale * (out[row] - u) for row, w in parts))
+        return torch.stack(results)
+
+
+class StepConditioner:
+    """Encodes every text a job needs once, then gives the batch for any step."""
+
+    def __init__(self, model, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int,
+                 cfg_scale: float):
+        self.model, self.clip_skip = model, clip_skip
+        self._cache: dict[str, Conditioning] = {}
+        self.parts = []  # per image: [(schedule, weight)]
+        for prompt in prompts:
+            text, _networks = prompt_parser.strip_extra_networks(prompt)
+            subs = prompt_parser.split_and(text) or [("", 1.0)]
+            schedules = prompt_parser.prompt_schedules([s for s, _ in subs], steps)
+            self.parts.append([(sched, w) for sched, (_, w) in zip(schedules, subs)])
+        single = all(len(p) == 1 and p[0][1] == 1.0 for p in self.parts)
+        self.use_uncond = not (single and cfg_scale == 1.0)
+        self.negatives = [prompt_parser.prompt_schedules([prompt_parser.strip_extra_networks(n)[0]], steps)[0]
+                          for n in negative_prompts] if self.use_uncond else None
+        self._last_key = None
+        self._last_batch: StepBatch | None = None
+
+    def _get(self, text: str) -> Conditioning:
+        if text not in self._cache:
+            self._cache[text] = encode_text(self.model, text, self.clip_skip)
+        return self._cache[text]
+
+    @staticmethod
+    def _at(schedule: list[tuple[int, str]], step: int) -> str:
+        # A1111: the first entry whose end step is >= the (0-based) current step
+        return next((text for end, text in schedule if step <= end), schedule[-1][1])
+
+    def batch(self, step: int) -> StepBatch:
+        texts, cond_rows = [], []
+        uncond_rows = None
+        if self.use_uncond:
+            texts += [self._at(s, step) for s in self.negatives]
+            uncond_rows = list(range(len(texts)))
+        for parts in self.parts:
+            rows = []
+            for schedule, weight in parts:
+                rows.append((len(texts), weight))
+                texts.append(self._at(schedule, step))
+            cond_rows.append(rows)
+        key = tuple(texts)
+        if key == self._last_key:
+            return self._last_batch
+        conds = [self._get(t) for t in texts]
+        contexts = pad_contexts(self.model, [c.context for c in conds], self.clip_skip)
+        pooled = torch.cat([c.pooled for c in conds]) if conds[0].pooled is not None else None
+        self._last_key = key
+        self._last_batch = StepBatch(torch.cat(contexts), pooled, uncond_rows, cond_rows)
+        return self._last_batch

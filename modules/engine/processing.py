@@ -65,22 +65,14 @@ def _sdxl_added_cond(model, pooled: torch.Tensor, width: int, height: int) -> di
     return {"text_embeds": pooled.to(model.dtype), "time_ids": time_ids.repeat(pooled.shape[0], 1)}
 
 
-def denoise(model, scheduler, latents, cond: conditioning.Conditioning, uncond: conditioning.Conditioning | None,
-            cfg_scale: float, generators: list[torch.Generator], state: JobState | None, width: int, height: int,
+def denoise(model, scheduler, latents, conds: conditioning.StepConditioner, cfg_scale: float,
+            generators: list[torch.Generator], state: JobState | None, width: int, height: int,
             step_callback: Callable[[int, torch.Tensor], None] | None = None,
-            image_cond: torch.Tensor | None = None) -> torch.Tensor:
+            image_cond: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
     """The sampling loop. image_cond: extra UNet input channels (mask + masked-image latent) for inpainting models."""
     unet = model.unet
-    use_cfg = uncond is not None and cfg_scale != 1.0
-    if use_cfg:
-        ctx_list = conditioning.pad_contexts(model, [uncond.context, cond.context])
-        context = torch.cat(ctx_list)
-        pooled = torch.cat([uncond.pooled, cond.pooled]) if cond.pooled is not None else None
-    else:
-        context, pooled = cond.context, cond.pooled
-    context = context.to(model.dtype)
-    added = _sdxl_added_cond(model, pooled, width, height) if model.is_sdxl else None
     timesteps = scheduler.timesteps
+    steps = steps or len(timesteps)
     # ancestral/SDE schedulers draw their step noise from the per-image CPU generators; the others take none
     step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
     if state is not None:
@@ -88,17 +80,17 @@ def denoise(model, scheduler, latents, cond: conditioning.Conditioning, uncond: 
     for i, t in enumerate(timesteps):
         if state is not None and (state.interrupted or state.skipped):
             break
-        x_in = torch.cat([latents] * 2) if use_cfg else latents
-        x_in = scheduler.scale_model_input(x_in, t)
+        batch = conds.batch(i * steps // len(timesteps))  # prompt editing works in sampling steps
+        rows = ([b for b in range(latents.shape[0])] if batch.uncond_rows is not None else []) + \
+            [b for b, parts in enumerate(batch.cond_rows) for _ in parts]
+        x_in = scheduler.scale_model_input(latents[rows], t)
         if image_cond is not None:
-            x_in = torch.cat([x_in, torch.cat([image_cond] * (x_in.shape[0] // image_cond.shape[0]))], dim=1)
+            x_in = torch.cat([x_in, image_cond[rows]], dim=1)
+        added = _sdxl_added_cond(model, batch.pooled, width, height) if model.is_sdxl else None
         with torch.no_grad():
-            out = unet(x_in.to(model.dtype), t, encoder_hidden_states=context, added_cond_kwargs=added,
-                       return_dict=False)[0].float()
-        if use_cfg:
-            out_uncond, out_cond = out.chunk(2)
-            out = out_uncond + cfg_scale * (out_cond - out_uncond)
-        latents = scheduler.step(out, t, latents, return_dict=False, **step_kwargs)[0]
+            out = unet(x_in.to(model.dtype), t, encoder_hidden_states=batch.context.to(model.dtype),
+                       added_cond_kwargs=added, return_dict=False)[0].float()
+        latents = scheduler.step(batch.combine(out, cfg_scale), t, latents, return_dict=False, **step_kwargs)[0]
         if state is not None:
             state.sampling_step = i + 1
             state.current_latent = latents
@@ -151,16 +143,16 @@ def txt2img(model, p: GenerationParams, state: JobState | None = None, *, clip_s
             state.job_no, state.sampling_step, state.skipped = batch_no, 0, False
         lo, hi = batch_no * p.batch_size, (batch_no + 1) * p.batch_size
         seeds = all_seeds[lo:hi]
-        cond = conditioning.encode(model, all_prompts[lo:hi], clip_skip)
-        uncond = conditioning.encode(model, all_negative[lo:hi], clip_skip) if p.cfg_scale != 1.0 else None
+        conds = conditioning.StepConditioner(model, all_prompts[lo:hi], all_negative[lo:hi], p.steps, clip_skip,
+                                             p.cfg_scale)
         scheduler = samplers.make_scheduler(sampler, schedule, model.scheduler_config())
         scheduler.set_timesteps(p.steps, device=model.device)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         noise = torch.stack([torch.randn(latent_shape, generator=g) for g in generators]).to(model.device)
         latents = noise * scheduler.init_noise_sigma
-        latents = denoise(model, scheduler, latents, cond, uncond, p.cfg_scale, generators, state, p.width, p.height,
+        latents = denoise(model, scheduler, latents, conds, p.cfg_scale, generators, state, p.width, p.height,
                           step_callback=lambda i, x: [h(p, i, x) for h in HOOKS["on_step"]],
-                          image_cond=txt2img_image_cond(model, len(seeds), p.width, p.height))
+                          image_cond=txt2img_image_cond(model, len(seeds), p.width, p.height), steps=p.steps)
         if state is not None and state.interrupted and state.sampling_step < p.steps and not images:
             raise Interrupted("interrupted before the first image was finished")
         decoded = latents_to_images(model, latents)

@@ -20,6 +20,10 @@ UNET_HEAD_CHANNELS = 32
 VAE_VARIANTS = {
     "f4": dict(block_out_channels=(32, 64, 128), layers_per_block=1, latent_channels=4),
     "f8": dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, latent_channels=4),
+    # wider full-resolution level (GroupNorm(32) groups of 3-4 channels instead of 1)
+    "f4-w128": dict(block_out_channels=(128, 128, 128), layers_per_block=1, latent_channels=4),
+    "f4-w96": dict(block_out_channels=(96, 96, 128), layers_per_block=1, latent_channels=4),
+    "f8-w96": dict(block_out_channels=(96, 96, 128, 128), layers_per_block=1, latent_channels=4),
 }
 
 UNET_VARIANTS = {
