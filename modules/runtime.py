@@ -1,6 +1,6 @@
 """The explicit runtime: settings, paths, models and the job queue, built once by webui.py and passed to both faces.
 
-The faces call `generate_txt2img(params)`: it applies per-request setting overrides, runs the engine on the job queue
+The faces call `generate(params)`: it applies per-request setting overrides, runs the engine on the job queue
 and saves the images, so the UI and the API cannot drift apart.
 """
 from __future__ import annotations
@@ -81,18 +81,26 @@ class Runtime:
         self.queue.run(lambda _s: self.models.load(info), "load model")
 
     # --- generation ----------------------------------------------------------------------------------------------
-    def generate_txt2img(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None):
+    def generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None):
+        """txt2img or img2img (p.init_images set), run on the job queue; the UI and the API both call this."""
+        p.mode = "img2img" if p.init_images else "txt2img"
         p.validate()
-        return self.queue.run(lambda state: self._txt2img_job(p, state, save), "txt2img", job_id)
+        return self.queue.run(lambda state: self._generate_job(p, state, save), p.mode, job_id)
 
-    def _txt2img_job(self, p: GenerationParams, state: JobState, save: bool | None):
+    def run_options(self, p: GenerationParams, save: bool | None) -> processing.RunOptions:
+        o = self.options
+        should_save = (o.samples_save and not p.do_not_save_samples) if save is None else save
+        outdir = o.outdir_img2img_samples if p.init_images else o.outdir_txt2img_samples
+        return processing.RunOptions(
+            clip_skip=p.clip_skip or o.CLIP_stop_at_last_layers, ensd=o.eta_noise_seed_delta,
+            randn_source=o.randn_source, preview_every=o.show_progress_every_n_steps if o.live_previews_enable else 0,
+            save=self._saver(outdir) if should_save else None)
+
+    def _generate_job(self, p: GenerationParams, state: JobState, save: bool | None):
         restore = self._apply_overrides(p.override_settings)
         try:
             model = self.models.require()
-            clip_skip = p.clip_skip or self.options.CLIP_stop_at_last_layers
-            should_save = (self.options.samples_save and not p.do_not_save_samples) if save is None else save
-            saver = self._saver(self.options.outdir_txt2img_samples) if should_save else None
-            return processing.txt2img(model, p, state, clip_skip=clip_skip, save=saver)
+            return processing.process(model, p, state, self.run_options(p, save))
         finally:
             restore()
 

@@ -58,26 +58,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-n", type=int, default=64)
 
-    for name, helptext, steps, run in (("vae", "stage 1: train the autoencoder", 6000, "vae"),
-                                       ("compare-ae", "train f4 and f8 autoencoders with the same budget", 300,
+    for name, helptext, steps, run in (("vae", "stage 1: train the autoencoder", 5000, "vae"),
+                                       ("compare-ae", "train f4 and f8 autoencoders with the same budget", 500,
                                         None)):
         p = sub.add_parser(name, help=helptext)
-        _train_common(p, steps=steps, batch=16, lr=1e-3 if run is None else 5e-4, warmup=50 if run is None else 200)
+        _train_common(p, steps=steps, batch=8, lr=5e-4, warmup=50)
         p.add_argument("--kl-weight", type=float, default=1e-6)
-        p.add_argument("--init-logvar", type=float, default=-6.0,
-                       help="initial posterior log-variance (encoder conv_out bias); default std ~0.05")
+        p.add_argument("--init-logvar", type=float, default=None,
+                       help="initial posterior log-variance (encoder conv_out bias); default: diffusers' init")
         if run:
             p.add_argument("--variant", choices=sorted(VAE_VARIANTS), default="f4")
             p.add_argument("--run", default=run, help="folder under training/")
+            p.add_argument("--init-from", default=None,
+                           help="start from these weights (a vae.pt, e.g. the compare-ae run of the same variant)")
+        else:
+            p.add_argument("--variants", nargs="+", default=["f4", "f8"], choices=sorted(VAE_VARIANTS))
 
     p = sub.add_parser("latents", help="encode the UNet training set with the trained autoencoder")
     _common(p)
     p.add_argument("--vae", default="training/vae/vae.pt")
-    p.add_argument("-n", type=int, default=100_000, help="number of training scenes")
+    p.add_argument("-n", type=int, default=40_000, help="number of training scenes")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="encoder precision")
     p.add_argument("--out", default="training/unet/latents.pt")
 
     p = sub.add_parser("unet", help="stage 2: train the UNet and the text encoder")
-    _train_common(p, steps=12000, batch=64, lr=5e-4, warmup=500)
+    _train_common(p, steps=8000, batch=64, lr=5e-4, warmup=300)
     p.add_argument("--run", default="unet", help="folder under training/")
     p.add_argument("--latents", default="training/unet/latents.pt")
     p.add_argument("--vae", default="training/vae/vae.pt")

@@ -83,7 +83,7 @@ def create_router(rt) -> APIRouter:
     def txt2img(req: m.Txt2ImgRequest):
         p = txt2img_params(req)
         samplers.resolve(p.sampler_name, p.scheduler)  # unknown names are a 422 before queueing
-        result = rt.generate_txt2img(p, save=req.save_images and not req.do_not_save_samples,
+        result = rt.generate(p, save=req.save_images and not req.do_not_save_samples,
                                      job_id=req.force_task_id)
         imgs = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)] if req.send_images else []
         return {"images": imgs, "parameters": req.model_dump(), "info": json.dumps(result.info)}

@@ -1,7 +1,8 @@
 """The one parameters object that the UI and the API fill in and the engine reads. Defaults live here."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -44,6 +45,27 @@ class GenerationParams:
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
     override_settings: dict[str, Any] = field(default_factory=dict)
+    # hires. fix (txt2img)
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    # img2img / inpainting
+    init_images: list[Any] = field(default_factory=list)   # PIL images
+    mask: Any = None                                        # PIL image, white = repaint
+    resize_mode: int = 0            # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
+    mask_blur: int = 4
+    inpainting_fill: int = 1        # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = False  # "only masked"
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float = 1.0
     mode: str = "txt2img"
 
     def validate(self) -> "GenerationParams":
@@ -60,7 +82,43 @@ class GenerationParams:
             raise ParamError("cfg_scale", f"must be from 0 to 100, got {self.cfg_scale!r}")
         if not -1 <= self.seed <= 2 ** 32 - 1:
             raise ParamError("seed", f"must be -1 (random) or from 0 to {2 ** 32 - 1}, got {self.seed!r}")
+        if not 0 <= self.subseed_strength <= 1:
+            raise ParamError("subseed_strength", f"must be from 0 to 1, got {self.subseed_strength!r}")
+        if self.denoising_strength is not None and not 0 <= self.denoising_strength <= 1:
+            raise ParamError("denoising_strength", f"must be from 0 to 1, got {self.denoising_strength!r}")
+        if self.resize_mode not in (0, 1, 2, 3):
+            raise ParamError("resize_mode", f"must be 0 (just resize), 1 (crop and resize), 2 (resize and fill) or "
+                                            f"3 (latent upscale), got {self.resize_mode!r}")
+        if self.inpainting_fill not in (0, 1, 2, 3):
+            raise ParamError("inpainting_fill", f"must be 0 (fill), 1 (original), 2 (latent noise) or 3 (latent "
+                                                f"nothing), got {self.inpainting_fill!r}")
+        if self.enable_hr:
+            if not 1 <= self.hr_scale <= 8 and not (self.hr_resize_x or self.hr_resize_y):
+                raise ParamError("hr_scale", f"must be from 1 to 8, got {self.hr_scale!r}")
+            for name in ("hr_resize_x", "hr_resize_y"):
+                value = getattr(self, name)
+                if value and (value % 8 or not 64 <= value <= MAX_SIDE * 2):
+                    raise ParamError(name, f"must be 0 or a multiple of 8 from 64 to {MAX_SIDE * 2}, got {value!r}")
+            if not 0 <= self.hr_second_pass_steps <= MAX_STEPS:
+                raise ParamError("hr_second_pass_steps", f"must be from 0 to {MAX_STEPS}, got "
+                                                         f"{self.hr_second_pass_steps!r}")
+        if self.mode == "img2img" and not self.init_images:
+            raise ParamError("init_images", "img2img needs at least one init image")
         return self
 
+    def hr_size(self) -> tuple[int, int]:
+        """Target size of the hires. fix pass: hr_resize_x/y (one of them 0 keeps the aspect ratio) or scale."""
+        if self.hr_resize_x or self.hr_resize_y:
+            if self.hr_resize_x and self.hr_resize_y:
+                return self.hr_resize_x, self.hr_resize_y
+            if self.hr_resize_x:
+                return self.hr_resize_x, _round8(self.hr_resize_x * self.height / self.width)
+            return _round8(self.hr_resize_y * self.width / self.height), self.hr_resize_y
+        return _round8(self.width * self.hr_scale), _round8(self.height * self.hr_scale)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: copy.copy(getattr(self, f.name)) for f in fields(self) if f.name not in ("init_images", "mask")}
+
+
+def _round8(value: float) -> int:
+    return max(8, int(round(value / 8)) * 8)

@@ -56,7 +56,7 @@ def build(rt, native_size: int = 512) -> dict:
                              n_iter=int(n_iter), batch_size=int(size), cfg_scale=float(cfg_scale),
                              seed=int(seed_value) if seed_value is not None else -1)
         try:
-            result = rt.generate_txt2img(p)
+            result = rt.generate(p)
         except (ValueError, KeyError, NoModelError, RuntimeError, OSError) as exc:
             log.info("txt2img failed: %s", exc)
             return gr.update(), "", error_html(str(exc.args[0] if isinstance(exc, KeyError) else exc))

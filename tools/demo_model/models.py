@@ -16,14 +16,17 @@ from modules.models.architecture import family_defaults, heads_for
 
 UNET_HEAD_CHANNELS = 32
 
-# Autoencoders compared for the f4/f8 choice (same width, same depth per level; f8 adds one more level)
+# Autoencoders compared for the f4/f8 choice: same widths and depth per level, f8 adds one more 8x8 level.
+# The full-resolution level is 96 wide on purpose: the decoder ends in GroupNorm(32) -> SiLU -> conv_out, and with
+# 32 channels every group is a single channel, i.e. an instance norm that erases the absolute colour of flat regions
+# (measured: 32-wide decoders return grey-ish backgrounds after 400 steps); 96 channels = 3 per group keep it.
 VAE_VARIANTS = {
-    "f4": dict(block_out_channels=(32, 64, 128), layers_per_block=1, latent_channels=4),
-    "f8": dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, latent_channels=4),
-    # wider full-resolution level (GroupNorm(32) groups of 3-4 channels instead of 1)
+    "f4": dict(block_out_channels=(96, 64, 128), layers_per_block=1, latent_channels=4),
+    "f8": dict(block_out_channels=(96, 64, 128, 128), layers_per_block=1, latent_channels=4),
+    # the narrow first tries (kept for reference / re-measurement)
+    "f4-n32": dict(block_out_channels=(32, 64, 128), layers_per_block=1, latent_channels=4),
+    "f8-n32": dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, latent_channels=4),
     "f4-w128": dict(block_out_channels=(128, 128, 128), layers_per_block=1, latent_channels=4),
-    "f4-w96": dict(block_out_channels=(96, 96, 128), layers_per_block=1, latent_channels=4),
-    "f8-w96": dict(block_out_channels=(96, 96, 128, 128), layers_per_block=1, latent_channels=4),
 }
 
 UNET_VARIANTS = {

@@ -63,7 +63,7 @@ def build_latents(args) -> None:
         path = parts / f"part_{c:03d}.pt"
         if path.exists():
             part = common.load_checkpoint(path)
-            if part["vae_step"] == blob["step"] and len(part["captions"]) == n:
+            if part["vae_step"] == blob["step"] and len(part["captions"]) == n and part.get("seed") == args.seed:
                 bar.update(n)
                 continue
         rng = np.random.default_rng([args.seed, c])  # each chunk has its own stream: chunks are independent
@@ -71,10 +71,12 @@ def build_latents(args) -> None:
         for i in range(0, n, 250):
             imgs, cap = data.make_batch(rng, min(250, n - i), "train")
             x = data.to_tensor_range(imgs).to(device)
-            lats.append(vae.encode(x).latent_dist.mode().float().cpu())
+            with common.autocast(device, args.precision):
+                lats.append(vae.encode(x).latent_dist.mode().float().cpu())
             caps += cap
             bar.update(len(cap))
-        common.save_atomic({"latents": torch.cat(lats).half(), "captions": caps, "vae_step": blob["step"]}, path)
+        common.save_atomic({"latents": torch.cat(lats).half(), "captions": caps, "vae_step": blob["step"],
+                            "seed": args.seed}, path)
     bar.close()
     lat, caps = [], []
     for c in range(n_chunks):

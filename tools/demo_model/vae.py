@@ -117,12 +117,17 @@ def train(args) -> dict:
     torch.manual_seed(args.seed)
     vae = models.build_vae(cfg)
     init_logvar_(vae, args.init_logvar)
+    if getattr(args, "init_from", None):
+        blob = common.load_checkpoint(Path(args.init_from))
+        if blob["config"]["block_out_channels"] != cfg["block_out_channels"]:
+            raise SystemExit(f"{args.init_from} is not a {args.variant} autoencoder")
+        vae.load_state_dict(blob["state_dict"])
     vae = vae.to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     np_rng = np.random.default_rng(args.seed)
     step = 0
     meta = {"variant": args.variant, "steps": args.steps, "batch": args.batch, "lr": args.lr,
-            "init_logvar": args.init_logvar,
+            "init_logvar": args.init_logvar, "init_from": getattr(args, "init_from", None),
             "kl_weight": args.kl_weight, "seed": args.seed, "precision": args.precision}
     if ckpt_path.exists() and not args.restart:
         ck = common.load_checkpoint(ckpt_path)
@@ -212,8 +217,8 @@ def train(args) -> dict:
 def compare(args) -> dict:
     """f4 vs f8: same steps, batch, lr, seed, threads; PSNR on held-out scenes and encode/decode time."""
     results = {}
-    for variant in ("f4", "f8"):
-        a = _copy_args(args, variant=variant, run=f"ae_compare/{variant}")
+    for variant in args.variants:
+        a = _copy_args(args, variant=variant, run=f"ae_compare/{variant}", init_from=None)
         t0 = time.monotonic()
         res = train(a)
         train_min = (time.monotonic() - t0) / 60
@@ -227,6 +232,8 @@ def compare(args) -> dict:
                                              64 // models.vae_factor(dict(vae.config))]}
         print(json.dumps({variant: results[variant]}, indent=1))
     path = common.TRAINING_DIR / "ae_compare" / "results.json"
+    if path.exists():  # keep the other variants' results
+        results = {**json.loads(path.read_text()), **results}
     common.atomic_write_bytes(path, json.dumps(results, indent=1).encode())
     print(f"wrote {path}")
     return results
