@@ -8,6 +8,7 @@ Stages (each resumable: run the same command again after an interruption, even a
   python -m tools.train_demo_model latents     # encode the UNet training set with the finished autoencoder
   python -m tools.train_demo_model unet        # stage 2: UNet + text encoder
   python -m tools.train_demo_model export      # single-file LDM checkpoint (fp16 safetensors) + yaml
+  python -m tools.train_demo_model all         # vae -> PSNR gate -> latents -> unet -> export (resumes each)
   python -m tools.train_demo_model eval        # held-out evaluation through the web UI's own loader + sampler
   python -m tools.train_demo_model bench       # UNet forward / 20-step sampling time
 
@@ -93,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--eval-captions", type=int, default=32, help="held-out captions scored at every checkpoint")
 
+    p = sub.add_parser("all", help="vae -> (PSNR gate) -> latents -> unet -> export, each resumed where it stopped")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--vae-steps", type=int, default=4500)
+    p.add_argument("--vae-init-from", default=None, help="only used when training/vae has no checkpoint yet")
+    p.add_argument("--unet-steps", type=int, default=8000)
+    p.add_argument("--min-psnr", type=float, default=30.0,
+                   help="do not start the UNet stage unless the autoencoder reaches this held-out PSNR (dB)")
+
     p = sub.add_parser("export", help="write the single-file LDM checkpoint + yaml")
     p.add_argument("--unet-ckpt", default="training/unet/ckpt.pt")
     p.add_argument("--vae", default="training/vae/vae.pt")
@@ -106,7 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, nargs="+", default=[7.0, 1.0])
     p.add_argument("--sampler", default="DPM++ 2M")
-    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", default="training/eval")
 
     p = sub.add_parser("bench", help="time UNet forward passes and a 20-step CFG sample")
@@ -115,6 +124,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-variant", default="t64")
     p.add_argument("--latent", type=int, default=16, help="latent side (16 for f4, 8 for f8)")
     return ap
+
+
+def run_all(args) -> int:
+    """The whole pipeline with the default settings; every stage resumes from its own checkpoint."""
+    from tools.demo_model import export, unet, vae
+
+    parser = build_parser()
+    common = ["--threads", str(args.threads), "--device", args.device]
+    vae_argv = ["vae", "--variant", "f4", "--steps", str(args.vae_steps), *common]
+    if args.vae_init_from:
+        vae_argv += ["--init-from", args.vae_init_from]
+    res = vae.train(parser.parse_args(vae_argv))
+    if res["step"] < args.vae_steps:
+        return 0  # stopped early (--max-minutes is not offered here, but be safe)
+    if res["psnr"] < args.min_psnr:
+        print(f"autoencoder held-out PSNR {res['psnr']:.2f} dB < {args.min_psnr} dB: not starting the UNet stage; "
+              f"train the autoencoder longer (vae --steps N) or lower --min-psnr")
+        return 1
+    unet.build_latents(parser.parse_args(["latents", *common]))
+    res = unet.train(parser.parse_args(["unet", "--steps", str(args.unet_steps), *common]))
+    if res["step"] >= args.unet_steps:
+        export.main(parser.parse_args(["export"]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         from tools.demo_model import unet
 
         print(json.dumps(unet.train(args), indent=1))
+    elif args.cmd == "all":
+        return run_all(args)
     elif args.cmd == "export":
         from tools.demo_model import export
 

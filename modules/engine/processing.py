@@ -214,8 +214,8 @@ class Job:
     def sample(self, latents_init, noise, gens, conds, sampler, schedule, steps, width, height, strength=None,
                image_cond=None, blend_mask=None):
         """txt2img from noise (strength None) or img2img from latents_init at `strength`."""
-        scheduler = samplers.make_scheduler(sampler, schedule, self.model.scheduler_config())
-        scheduler.set_timesteps(steps, device=self.model.device)
+        scheduler = samplers.prepare(sampler, schedule, self.model.scheduler_config(), steps, self.model.device,
+                                     self.model.is_sdxl)
         timesteps = scheduler.timesteps
         if strength is None:
             latents = noise * scheduler.init_noise_sigma

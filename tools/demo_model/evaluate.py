@@ -1,8 +1,8 @@
 """Held-out evaluation of an exported checkpoint, end to end through the web UI's own code:
 
-modules.models.loader (read the single file + yaml, build the components) -> modules.engine.conditioning (prompt
-tokenisation/encoding) -> modules.engine.processing.denoise (seeded noise, CFG, the engine's schedulers) ->
-processing.latents_to_images -> pixel analysis (tools/demo_model/analysis.py) against the caption.
+modules.models.loader (read the single file + yaml, build the components) -> modules.engine.processing.process
+(prompt encoding, seeded noise, CFG, the engine's sampler, VAE decode; one image per caption, seed 10000 + index)
+-> pixel analysis (tools/demo_model/analysis.py) against the caption.
 
 Targets (issue 3): colour >= 95 %, position >= 90 %, shape >= 80 % on >= 200 held-out captions (CI floor on 24
 captions: 85 / 70 / 60), and CFG 1 clearly worse than the default CFG.
@@ -42,60 +42,47 @@ def load_model(ckpt: Path, device: torch.device, dtype=torch.float32):
 
 
 @torch.no_grad()
-def generate(model, prompts: list[str], seeds: list[int], steps: int, cfg: float, sampler: str) -> np.ndarray:
-    from modules.engine import conditioning, processing, samplers
-
-    spec, sched_name = samplers.resolve(sampler, "Automatic")
-    scheduler = samplers.make_scheduler(spec, sched_name, model.scheduler_config())
-    scheduler.set_timesteps(steps, device=model.device)
-    factor = model.vae_scale_factor
-    side = model.spec.native_resolution
-    shape = (model.vae.config.latent_channels, side // factor, side // factor)
-    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(model.device)
-    cond = conditioning.encode(model, prompts)
-    uncond = conditioning.encode(model, [""] * len(prompts)) if cfg != 1.0 else None
-    lat = processing.denoise(model, scheduler, noise * scheduler.init_noise_sigma, cond, uncond, cfg, gens, None,
-                             side, side)
-    return np.stack([np.asarray(im) for im in processing.latents_to_images(model, lat)])
-
-
-@torch.no_grad()
-def time_single_image(model, steps: int, cfg: float, sampler: str, repeats: int = 3) -> float:
-    """Seconds for one 64x64 image through processing.txt2img (prompt encoding, sampling, decode)."""
+def generate(model, prompt: str, seed: int, steps: int, cfg: float, sampler: str) -> np.ndarray:
+    """One image through the engine's public entry point (modules.engine.processing.process), nothing saved."""
     from modules.engine import processing
     from modules.engine.params import GenerationParams
 
     side = model.spec.native_resolution
-    p = GenerationParams(prompt="a large red circle on the left, blue background", seed=1, steps=steps,
-                         cfg_scale=cfg, width=side, height=side, sampler_name=sampler)
-    processing.txt2img(model, p)
+    p = GenerationParams(prompt=prompt, negative_prompt="", seed=seed, steps=steps, cfg_scale=cfg, width=side,
+                         height=side, sampler_name=sampler, batch_size=1, do_not_save_samples=True,
+                         do_not_save_grid=True)
+    return np.asarray(processing.process(model, p).images[0].convert("RGB"))
+
+
+@torch.no_grad()
+def time_single_image(model, steps: int, cfg: float, sampler: str, repeats: int = 3) -> float:
+    """Median seconds for one image end to end (prompt encoding, sampling, decode)."""
+    prompt = "a large red circle on the left, blue background"
+    generate(model, prompt, 1, steps, cfg, sampler)
     times = []
-    for _ in range(repeats):
+    for i in range(repeats):
         t0 = time.perf_counter()
-        processing.txt2img(model, GenerationParams(**{**p.to_dict()}))
+        generate(model, prompt, 2 + i, steps, cfg, sampler)
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
 
-def evaluate(model, captions: list[str], steps: int, cfg: float, sampler: str, batch: int, out: Path | None):
-    rows = []
-    images = []
-    for i in range(0, len(captions), batch):
-        caps = captions[i:i + batch]
-        seeds = list(range(10_000 + i, 10_000 + i + len(caps)))
-        imgs = generate(model, caps, seeds, steps, cfg, sampler)
-        images.append(imgs)
-        for img, cap, seed in zip(imgs, caps, seeds):
-            _, objs = data.parse_caption(cap)
-            want = objs[0]
-            res = analysis.analyze(img)
-            row = {"caption": cap, "seed": seed, "found": res.found}
-            for k in ("color", "position", "shape", "size"):
-                row[f"want_{k}"] = want[k]
-                row[f"got_{k}"] = getattr(res, k)
-                row[f"ok_{k}"] = bool(res.found and getattr(res, k) == want[k])
-            rows.append(row)
+def evaluate(model, captions: list[str], steps: int, cfg: float, sampler: str, out: Path | None):
+    from tqdm import tqdm
+
+    rows, images = [], []
+    for i, cap in enumerate(tqdm(captions, desc=f"eval cfg {cfg:g}", unit="img", dynamic_ncols=True)):
+        seed = 10_000 + i
+        img = generate(model, cap, seed, steps, cfg, sampler)
+        images.append(img[None])
+        want = data.parse_caption(cap)[1][0]
+        res = analysis.analyze(img)
+        row = {"caption": cap, "seed": seed, "found": res.found}
+        for k in ("color", "position", "shape", "size"):
+            row[f"want_{k}"] = want[k]
+            row[f"got_{k}"] = getattr(res, k)
+            row[f"ok_{k}"] = bool(res.found and getattr(res, k) == want[k])
+        rows.append(row)
     images = np.concatenate(images)
     acc = {k: float(np.mean([r[f"ok_{k}"] for r in rows])) for k in ("color", "position", "shape", "size")}
     acc["all3"] = float(np.mean([r["ok_color"] and r["ok_position"] and r["ok_shape"] for r in rows]))
@@ -126,7 +113,7 @@ def main(args) -> None:
     results["single_image_s"] = time_single_image(model, args.steps, args.cfg[0], args.sampler)
     for cfg in args.cfg:
         t0 = time.perf_counter()
-        acc = evaluate(model, captions, args.steps, cfg, args.sampler, args.batch, out_root / f"cfg{cfg:g}")
+        acc = evaluate(model, captions, args.steps, cfg, args.sampler, out_root / f"cfg{cfg:g}")
         acc["seconds"] = time.perf_counter() - t0
         results[f"cfg{cfg:g}"] = acc
         print(f"cfg {cfg:g}: colour {acc['color']:.1%} position {acc['position']:.1%} shape {acc['shape']:.1%} "

@@ -120,15 +120,14 @@ def load_tokenizer():
 
 
 def token_ids(tok, captions: list[str]):
-    """[n, 77] int64 ids exactly as the web UI's conditioning builds them (BOS, tokens, EOS, EOS padding)."""
+    """[n, 77] int64 ids the way the web UI feeds an SD1 text encoder (A1111's rule): BOS, the caption's tokens, EOS,
+    then EOS padding (the SD1 pad token) to 77; no attention mask. Captions must fit one 75-token chunk."""
     import torch
-
-    from modules.engine.conditioning import chunk_token_ids
 
     rows = []
     for c in captions:
-        chunks = chunk_token_ids(tok, c)
-        if len(chunks) != 1:
+        ids = tok(c, add_special_tokens=False, truncation=False)["input_ids"]
+        if len(ids) > 75:
             raise ValueError(f"caption longer than 75 tokens: {c!r}")
-        rows.append(chunks[0])
+        rows.append([tok.bos_token_id] + ids + [tok.eos_token_id] + [tok.pad_token_id] * (75 - len(ids)))
     return torch.tensor(rows, dtype=torch.long)
