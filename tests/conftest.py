@@ -14,6 +14,12 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tiny test models gain nothing from a second thread, and a multi-threaded OpenMP loop slows down a hundredfold when
+# another process (a training run, a benchmark) keeps the other core busy. Servers started by tests get the same.
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 def free_port() -> int:

@@ -30,7 +30,7 @@ CASES = [
     dict(prompt="hires", enable_hr=True, hr_scale=1.5, hr_upscaler="Latent (nearest-exact)", denoising_strength=0.55,
          hr_second_pass_steps=2, sampler_name="UniPC", scheduler="Exponential"),
     dict(prompt="img2img", init=True, denoising_strength=0.6, sampler_name="Heun"),
-    dict(prompt="tiles", tiling=True, sampler_name="LMS", scheduler="Polyexponential"),
+    dict(prompt="tiles", tiling=True, sampler_name="Euler", scheduler="Polyexponential"),
 ]
 
 

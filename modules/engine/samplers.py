@@ -27,6 +27,7 @@ SPACING = {"Uniform": "linspace", "Normal": "linspace", "SGM Uniform": "trailing
            "DDIM": "leading"}
 FLAGS = {"Karras": "use_karras_sigmas", "Exponential": "use_exponential_sigmas", "Beta": "use_beta_sigmas"}
 CUSTOM_SIGMAS = ("Polyexponential", "KL Optimal", "Align Your Steps")
+CUSTOM_SIGMA_CLASSES = {"EulerDiscreteScheduler"}  # the diffusers schedulers whose set_timesteps takes any sigmas
 SCHEDULES = ["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
              "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"]
 SCHEDULE_ALIASES = {"uniform": "Uniform", "karras": "Karras", "exponential": "Exponential",
@@ -61,7 +62,7 @@ class SamplerSpec:
         init = inspect.signature(cls.__init__).parameters
         out = [s for s, spacing in SPACING.items() if "timestep_spacing" in init]
         out += [s for s, flag in FLAGS.items() if flag in init]
-        if "sigmas" in inspect.signature(cls.set_timesteps).parameters:
+        if self.cls in CUSTOM_SIGMA_CLASSES:
             out += list(CUSTOM_SIGMAS)
         return tuple(s for s in SCHEDULES if s in out) or ("Uniform",)
 
