@@ -53,3 +53,11 @@ def test_schedules_change_the_noise_levels(model):
     assert not np.array_equal(a, b)
     sig = samplers.custom_sigmas("Align Your Steps", 10, 0.03, 14.6)
     assert sig[0] == pytest.approx(14.615) and len(sig) == 10
+
+
+@pytest.mark.parametrize("sampler", [s.name for s in samplers.SAMPLERS if s.ancestral])
+def test_stochastic_samplers_are_reproducible(model, sampler):
+    a = pixels(run(model, sampler_name=sampler, seed=33, steps=3).images[0])
+    b = pixels(run(model, sampler_name=sampler, seed=33, steps=3).images[0])
+    c = pixels(run(model, sampler_name=sampler, seed=34, steps=3).images[0])
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

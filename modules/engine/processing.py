@@ -204,18 +204,19 @@ class Job:
                                self.opts.randn_source, self.model.device, ensd=self.opts.ensd)
 
     def _on_step(self, i, latents):
-        for hook in HOOKS["on_step"]:
-            hook(self.p, i, latents)
         every = self.opts.preview_every
         if self.state is not None and every > 0 and (i + 1) % every == 0:
             self.state.current_image = latent_preview.preview(self.model, latents)
             self.state.current_image_step = i + 1
+        for hook in HOOKS["on_step"]:
+            hook(self.p, i, latents)
 
     def sample(self, latents_init, noise, gens, conds, sampler, schedule, steps, width, height, strength=None,
-               image_cond=None, blend_mask=None):
+               image_cond=None, blend_mask=None, seeds=None):
         """txt2img from noise (strength None) or img2img from latents_init at `strength`."""
+        noise_seed = seeds[0] + self.opts.ensd if seeds else None
         scheduler = samplers.prepare(sampler, schedule, self.model.scheduler_config(), steps, self.model.device,
-                                     self.model.is_sdxl)
+                                     self.model.is_sdxl, noise_seed=noise_seed)
         timesteps = scheduler.timesteps
         if strength is None:
             latents = noise * scheduler.init_noise_sigma
@@ -238,7 +239,7 @@ class Job:
                                              p.cfg_scale)
         image_cond = inpainting_image_cond(self.model, None, None, len(seeds), p.width, p.height)
         latents = self.sample(None, noise, gens, conds, self.sampler, self.schedule, p.steps, p.width, p.height,
-                              image_cond=image_cond)
+                              image_cond=image_cond, seeds=seeds)
         if p.enable_hr and not self._stopped():
             return self.hires_pass(latents, prompts, negatives, seeds, subseeds)
         return latents_to_images(self.model, latents)
@@ -271,7 +272,7 @@ class Job:
         if self.state is not None:
             self.state.textinfo = "Hires. fix"
         out = self.sample(init, noise, gens, conds, self.hr_sampler, self.hr_schedule, steps, width, height,
-                          strength=strength, image_cond=image_cond)
+                          strength=strength, image_cond=image_cond, seeds=seeds)
         self.extra.update({"Denoising strength": strength,
                            "Hires upscale": p.hr_scale if not (p.hr_resize_x or p.hr_resize_y) else None,
                            "Hires resize": f"{width}x{height}" if (p.hr_resize_x or p.hr_resize_y) else None,
@@ -330,7 +331,7 @@ class Job:
         if p.resize_mode == 3 and mask is None:
             pass  # latent upscale: the encoded latents already have the target size
         out = self.sample(latents, noise, gens, conds, self.sampler, self.schedule, p.steps, p.width, p.height,
-                          strength=strength, image_cond=image_cond, blend_mask=blend_mask)
+                          strength=strength, image_cond=image_cond, blend_mask=blend_mask, seeds=seeds)
         images = latents_to_images(self.model, out)
         if work_mask is None:
             return images

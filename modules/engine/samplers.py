@@ -173,8 +173,12 @@ def make_scheduler(spec: SamplerSpec, schedule: str, base_config: dict):
     return cls.from_config(config)
 
 
-def prepare(spec: SamplerSpec, schedule: str, base_config: dict, steps: int, device, sdxl: bool = False):
-    """A scheduler with its timesteps set for `steps` sampling steps."""
+def prepare(spec: SamplerSpec, schedule: str, base_config: dict, steps: int, device, sdxl: bool = False,
+            noise_seed: int | None = None):
+    """A scheduler with its timesteps set for `steps` sampling steps. noise_seed seeds the Brownian-tree noise of
+    DPM++ SDE (it takes no generator; without a seed it would differ on every run)."""
+    if spec.cls == "DPMSolverSDEScheduler" and noise_seed is not None:
+        base_config = {**base_config, "noise_sampler_seed": int(noise_seed)}
     scheduler = make_scheduler(spec, schedule, base_config)
     if schedule in CUSTOM_SIGMAS:
         alphas = np.asarray(scheduler.alphas_cumprod)
