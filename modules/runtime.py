@@ -6,6 +6,7 @@ and saves the images, so the UI and the API cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.registry import ModelRegistry
 from modules.options import OptionError, Options
+from modules.styles import StyleDatabase
 
 log = logging.getLogger("sd.runtime")
 
@@ -39,6 +41,7 @@ class Runtime:
             config_override=Path(args.config).resolve() if args.config else None)
         self.models.on_loaded.append(self._remember_checkpoint)
         self.queue = JobQueue()
+        self.styles = StyleDatabase(self.paths.styles_file)
         # sd_model_checkpoint takes a title, file name or hash (validated by the onchange lookup, not a choice list)
         self.options.info["sd_model_checkpoint"].onchange = self._on_checkpoint_setting
         self.options.info["sd_vae"].choices = lambda: ["Automatic", "None"] + [v.name for v in self.registry.vaes]
@@ -84,6 +87,9 @@ class Runtime:
     def generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None):
         """txt2img or img2img (p.init_images set), run on the job queue; the UI and the API both call this."""
         p.mode = "img2img" if p.init_images else "txt2img"
+        if p.styles:
+            prompt, negative = self.styles.apply(p.prompt, p.negative_prompt, p.styles)
+            p = dataclasses.replace(p, prompt=prompt, negative_prompt=negative)
         p.validate()
         return self.queue.run(lambda state: self._generate_job(p, state, save), p.mode, job_id)
 

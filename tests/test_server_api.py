@@ -142,3 +142,59 @@ def test_api_only_server_without_model_with_auth(tmp_path):
         assert requests.get(srv.url + "/", timeout=10).status_code == 404  # --nowebui: no UI
     finally:
         srv.stop()
+
+
+def _b64_png(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_img2img_base64_and_data_uri_and_mask(server):
+    init = Image.fromarray((np.indices((64, 64)).sum(0)[..., None] * [2, 3, 4] % 255).astype(np.uint8))
+    body = {"prompt": "x", "steps": 3, "width": 64, "height": 64, "seed": 3, "denoising_strength": 0.5,
+            "init_images": [_b64_png(init)]}
+    a = requests.post(server.api("img2img"), json=body, timeout=120)
+    assert a.status_code == 200, a.text
+    b = requests.post(server.api("img2img"), json={**body, "init_images": ["data:image/png;base64," +
+                                                                              _b64_png(init)]}, timeout=120)
+    assert a.json()["images"] == b.json()["images"]
+    text = decode(a.json()["images"][0]).info["parameters"]
+    assert "Denoising strength: 0.5" in text
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    r = requests.post(server.api("img2img"), json={**body, "mask": _b64_png(mask), "mask_blur": 0,
+                                                   "denoising_strength": 0.9, "include_init_images": True},
+                      timeout=120)
+    assert r.status_code == 200, r.text
+    images = r.json()["images"]
+    assert len(images) == 2  # the result, then the init image
+    out = np.asarray(decode(images[0]).convert("RGB")).astype(int)
+    assert np.array_equal(out[:16], np.asarray(init).astype(int)[:16])  # outside the mask: unchanged
+    assert r.json()["parameters"]["init_images"] is None
+
+
+def test_img2img_errors(server):
+    base = {"prompt": "x", "steps": 2, "width": 64, "height": 64}
+    r = requests.post(server.api("img2img"), json=base, timeout=30)
+    assert r.status_code == 422 and "init_images" in r.json()["detail"]
+    r = requests.post(server.api("img2img"), json={**base, "init_images": ["not-an-image!!"]}, timeout=30)
+    assert r.status_code == 422 and "init_images" in r.json()["detail"]
+    r = requests.post(server.api("img2img"), json={**base, "init_images": [_b64_png(Image.new("RGB", (8, 8)))],
+                                                   "resize_mode": 7}, timeout=30)
+    assert r.status_code == 422 and "resize_mode" in r.json()["detail"]
+
+
+def test_schedulers_and_hires_through_api(server):
+    schedulers = requests.get(server.api("schedulers"), timeout=10).json()
+    labels = [s["label"] for s in schedulers]
+    assert labels[:3] == ["Automatic", "Uniform", "Karras"] and "Align Your Steps" in labels
+    assert next(s for s in schedulers if s["label"] == "Karras")["name"] == "karras"
+    r = txt2img(server, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent", denoising_strength=0.5,
+                sampler_name="Euler", scheduler="karras")
+    assert r.status_code == 200, r.text
+    image = decode(r.json()["images"][0])
+    assert image.size == (96, 96) and "Hires upscale: 1.5" in image.info["parameters"]
+    assert "Schedule type: Karras" in image.info["parameters"]
+    legacy = txt2img(server, sampler_index="DPM++ 2M Karras", sampler_name=None)
+    assert "Sampler: DPM++ 2M, Schedule type: Karras" in decode(legacy.json()["images"][0]).info["parameters"]

@@ -66,6 +66,25 @@ class Txt2ImgRequest(BaseModel):
     infotext: str | None = None
 
 
+class Img2ImgRequest(Txt2ImgRequest):
+    init_images: list[str] | None = None
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
+    denoising_strength: float = 0.75
+
+
 class ImagesResponse(BaseModel):
     images: list[str] | None = Field(default=None, description="base64 PNG images")
     parameters: dict[str, Any]

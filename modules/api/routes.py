@@ -15,7 +15,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from modules import images
 from modules.api import models as m
-from modules.engine import samplers
+from modules.engine import processing, samplers
 from modules.engine.params import GenerationParams, ParamError
 from modules.models.manager import NoModelError
 from modules.models.safe_load import ModelFileError
@@ -65,14 +65,53 @@ def _auth_dependency(credentials_text: str | None):
 
 def txt2img_params(req: m.Txt2ImgRequest) -> GenerationParams:
     sampler = req.sampler_name or req.sampler_index
+    width, height = req.width, req.height
+    if req.enable_hr and req.firstphase_width and req.firstphase_height:  # legacy hires fields
+        width, height = req.firstphase_width, req.firstphase_height
     return GenerationParams(
         prompt=req.prompt, negative_prompt=req.negative_prompt, styles=list(req.styles), seed=req.seed,
         subseed=req.subseed, subseed_strength=req.subseed_strength, seed_resize_from_w=req.seed_resize_from_w,
         seed_resize_from_h=req.seed_resize_from_h, sampler_name=sampler, scheduler=req.scheduler or "Automatic",
-        steps=req.steps, cfg_scale=req.cfg_scale, width=req.width, height=req.height, batch_size=req.batch_size,
+        steps=req.steps, cfg_scale=req.cfg_scale, width=width, height=height, batch_size=req.batch_size,
         n_iter=req.n_iter, tiling=bool(req.tiling), restore_faces=bool(req.restore_faces), eta=req.eta,
         do_not_save_samples=req.do_not_save_samples, do_not_save_grid=req.do_not_save_grid,
-        override_settings=dict(req.override_settings or {}))
+        override_settings=dict(req.override_settings or {}), denoising_strength=req.denoising_strength,
+        enable_hr=req.enable_hr, hr_scale=req.hr_scale, hr_upscaler=req.hr_upscaler or "Latent",
+        hr_second_pass_steps=req.hr_second_pass_steps, hr_resize_x=req.hr_resize_x, hr_resize_y=req.hr_resize_y,
+        hr_sampler_name=req.hr_sampler_name or None, hr_scheduler=req.hr_scheduler or None,
+        hr_prompt=req.hr_prompt, hr_negative_prompt=req.hr_negative_prompt)
+
+
+def img2img_params(req: m.Img2ImgRequest) -> GenerationParams:
+    if not req.init_images:
+        raise ParamError("init_images", "img2img needs at least one init image (base64 or data: URI)")
+    p = txt2img_params(req)
+    p.init_images = [decode_image(data, "init_images") for data in req.init_images]
+    p.mask = decode_image(req.mask, "mask") if req.mask else None
+    p.resize_mode = req.resize_mode
+    p.denoising_strength = req.denoising_strength
+    p.mask_blur = req.mask_blur if req.mask_blur is not None else max(req.mask_blur_x, req.mask_blur_y)
+    p.inpainting_fill = req.inpainting_fill
+    p.inpaint_full_res = req.inpaint_full_res
+    p.inpaint_full_res_padding = req.inpaint_full_res_padding
+    p.inpainting_mask_invert = req.inpainting_mask_invert
+    if req.initial_noise_multiplier is not None:
+        p.initial_noise_multiplier = req.initial_noise_multiplier
+    p.enable_hr = False
+    return p
+
+
+def _images_response(rt, req, p: GenerationParams, include: list | None = None):
+    samplers.resolve(p.sampler_name, p.scheduler)  # unknown names are a 422 before queueing
+    result = rt.generate(p, save=req.save_images and not req.do_not_save_samples, job_id=req.force_task_id)
+    images = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)] if req.send_images else []
+    if include:
+        images += [encode_png(img, None) for img in include]
+    params = req.model_dump()
+    for key in ("init_images", "mask"):
+        if params.get(key) is not None:
+            params[key] = None  # A1111 does not echo the (large) input images back
+    return {"images": images, "parameters": params, "info": json.dumps(result.info)}
 
 
 def create_router(rt) -> APIRouter:
@@ -81,12 +120,26 @@ def create_router(rt) -> APIRouter:
 
     @r.post("/txt2img", response_model=m.ImagesResponse)
     def txt2img(req: m.Txt2ImgRequest):
-        p = txt2img_params(req)
-        samplers.resolve(p.sampler_name, p.scheduler)  # unknown names are a 422 before queueing
-        result = rt.generate(p, save=req.save_images and not req.do_not_save_samples,
-                                     job_id=req.force_task_id)
-        imgs = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)] if req.send_images else []
-        return {"images": imgs, "parameters": req.model_dump(), "info": json.dumps(result.info)}
+        return _images_response(rt, req, txt2img_params(req))
+
+    @r.post("/img2img", response_model=m.ImagesResponse)
+    def img2img(req: m.Img2ImgRequest):
+        p = img2img_params(req)
+        return _images_response(rt, req, p, p.init_images if req.include_init_images else None)
+
+    @r.get("/prompt-styles")
+    def prompt_styles():
+        rt.styles.reload()
+        return [s.to_api() for s in rt.styles.styles.values()]
+
+    @r.get("/latent-upscale-modes")
+    def latent_upscale_modes():
+        return [{"name": name} for name in processing.LATENT_UPSCALE_MODES]
+
+    @r.get("/upscalers")
+    def upscalers():
+        return [{"name": name, "model_name": None, "model_path": None, "model_url": None,
+                 "scale": 4 if name != "None" else 1} for name in processing.IMAGE_UPSCALERS]
 
     @r.get("/sd-models", response_model=list[m.SDModelItem])
     def sd_models():
@@ -110,8 +163,9 @@ def create_router(rt) -> APIRouter:
 
     @r.get("/schedulers", response_model=list[m.SchedulerItem])
     def list_schedulers():
-        return [{"name": s.lower(), "label": s, "aliases": None, "default_rho": -1, "need_inner_model": False}
-                for s in samplers.SCHEDULES]
+        names = {v: k for k, v in samplers.SCHEDULE_ALIASES.items()}
+        return [{"name": names[s], "label": s, "aliases": None, "default_rho": samplers.SCHEDULE_RHO.get(s, -1),
+                 "need_inner_model": False} for s in samplers.SCHEDULES]
 
     @r.get("/options")
     def get_options():
@@ -154,12 +208,24 @@ def mount(app: FastAPI, rt) -> None:
     app.include_router(create_router(rt))
 
 
-def decode_image(data: str):
-    """base64 or data: URI → PIL image; a clear error otherwise."""
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def decode_image(data: str, field_name: str = "image"):
+    """base64 or data: URI → PIL image; a clear error naming the field otherwise."""
     from PIL import Image
+    if not isinstance(data, str) or not data:
+        raise ParamError(field_name, "must be a base64-encoded image or a data: URI")
     if data.startswith("data:"):
         data = data.split(",", 1)[-1]
     try:
-        return Image.open(io.BytesIO(base64.b64decode(data, validate=False)))
+        image = Image.open(io.BytesIO(base64.b64decode(data, validate=False)))
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise ParamError(field_name, f"image too large ({image.width}x{image.height}); at most "
+                                         f"{MAX_IMAGE_PIXELS} pixels")
+        image.load()
+        return image
+    except ParamError:
+        raise
     except Exception:
-        raise ParamError("image", "is not a valid base64-encoded image") from None
+        raise ParamError(field_name, "is not a valid base64-encoded image") from None
