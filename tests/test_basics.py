@@ -86,3 +86,22 @@ def test_engine_imports_neither_gradio_nor_fastapi():
             "sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_precision_choice_on_cpu(monkeypatch):
+    import torch
+
+    from modules import devices
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert devices.cpu_has_bf16("flags : fpu avx512f avx512_bf16 sse") is True
+    assert devices.cpu_has_bf16("flags : fpu avx2") is False
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda cpuinfo=None: True)
+    auto = devices.from_args(cmd_args.parse([], env={}))
+    assert (auto.dtype, auto.vae_dtype) == (torch.bfloat16, torch.float32)
+    assert devices.from_args(cmd_args.parse(["--no-half"], env={})).dtype == torch.float32
+    assert devices.from_args(cmd_args.parse(["--precision", "full"], env={})).dtype == torch.float32
+    assert devices.from_args(None).dtype == torch.float32
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda cpuinfo=None: False)
+    assert devices.from_args(cmd_args.parse([], env={})).dtype == torch.float32
+    half = devices.from_args(cmd_args.parse(["--precision", "half"], env={}))
+    assert (half.dtype, half.vae_dtype) == (torch.bfloat16, torch.bfloat16)
