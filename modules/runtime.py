@@ -6,13 +6,14 @@ and saves the images, so the UI and the API cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import logging
 from pathlib import Path
 
 from modules import devices, images, paths as paths_mod
 from modules.engine import processing
-from modules.engine.params import GenerationParams
+from modules.engine.params import GenerationParams, ParamError
 from modules.jobs import JobQueue, JobState
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
@@ -92,6 +93,36 @@ class Runtime:
             p = dataclasses.replace(p, prompt=prompt, negative_prompt=negative)
         p.validate()
         return self.queue.run(lambda state: self._generate_job(p, state, save), p.mode, job_id)
+
+    def img2img_folder(self, p: GenerationParams, input_dir: Path, output_dir: Path,
+                       mask_dir: Path | None = None) -> list[Path]:
+        """img2img "Batch": every image in input_dir (masks of the same name from mask_dir), results written to
+        output_dir under the input's file name, with infotext."""
+        from PIL import Image
+        files = sorted(f for f in Path(input_dir).iterdir()
+                       if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+        if not files:
+            raise ParamError("img2img_batch_input_dir", f"no images in {input_dir}")
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for f in files:
+            with Image.open(f) as im:
+                init = im.convert("RGB")
+            mask = None
+            if mask_dir is not None:
+                candidates = [m for m in Path(mask_dir).glob(f.stem + ".*")]
+                if candidates:
+                    with Image.open(candidates[0]) as m:
+                        mask = m.convert("L")
+            result = self.generate(dataclasses.replace(p, init_images=[init], mask=mask), save=False)
+            for i, (image, text) in enumerate(zip(result.images, result.infotexts)):
+                target = output_dir / (f"{f.stem}.png" if i == 0 else f"{f.stem}-{i}.png")
+                tmp = target.with_suffix(".tmp")
+                tmp.write_bytes(images.png_bytes(image, text))
+                os.replace(tmp, target)
+                written.append(target)
+        return written
 
     def run_options(self, p: GenerationParams, save: bool | None) -> processing.RunOptions:
         o = self.options

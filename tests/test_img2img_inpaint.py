@@ -155,3 +155,14 @@ def test_tiling_makes_the_image_wrap_around(model, monkeypatch):
     shift["on"] = True
     plain_moved = run(model, tiling=False, steps=2, seed=12)
     assert np.abs(pixels(plain_moved.images[0]) - np.roll(pixels(plain.images[0]), 8, axis=1)).max() > 2
+
+
+def test_outpainting_extends_the_canvas_and_keeps_the_original(model):
+    img = gradient(32, 32, seed=6)
+    canvas, mask = image_ops.outpaint_canvas(img, right=16, bottom=8)
+    out = run(model, init_images=[canvas], mask=mask, width=48, height=40, denoising_strength=1.0, mask_blur=0,
+              inpainting_fill=0)
+    result = out.images[0]
+    assert result.size == (48, 40)
+    assert np.array_equal(pixels(result)[:32, :32], pixels(img))
+    assert np.abs(pixels(result)[32:, 32:] - pixels(canvas)[32:, 32:]).mean() > 1  # the new area was painted
