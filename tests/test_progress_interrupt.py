@@ -82,3 +82,34 @@ def test_progress_eta_and_live_preview(model):
     assert all(s[3] is not None and s[3] >= 0 for s in snapshots)
     assert [s[4] for s in snapshots] == [False, True, True, True]  # first preview after step 2
     assert job.state.current_image.size == (32, 32)
+
+
+def test_fitted_preview_map_is_stored_in_and_read_from_the_checkpoint(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from modules.engine import latent_preview
+    from tests.model_factory import write_tiny_checkpoint
+    from tests.test_model_loading import manager_for
+    (tmp_path / "Stable-diffusion").mkdir()
+    path = tmp_path / "Stable-diffusion" / "m.safetensors"
+    write_tiny_checkpoint(path, "sd1", seed=2)
+    model = manager_for(tmp_path).require()
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(np.kron(rng.integers(0, 255, (4, 4, 3)), np.ones((8, 8, 1))).astype(np.uint8))
+              for _ in range(6)]
+    table = latent_preview.fit_latent_rgb(model, images)
+    assert len(table) == 4 and all(len(r) == 3 for r in table)
+
+    def error(m):
+        lat = __import__("modules.engine.processing", fromlist=["x"]).images_to_latents(m, images[:1])
+        prev = np.asarray(latent_preview.preview(m, lat).resize((16, 16)), dtype=float)
+        return np.abs(prev - np.asarray(images[0].resize((16, 16)), dtype=float)).mean()
+
+    default_error = error(model)
+    write_tiny_checkpoint(path, "sd1", seed=2, metadata={latent_preview.METADATA_KEY: json.dumps(table)})
+    refit = manager_for(tmp_path).require()
+    assert refit.extra["latent_rgb"] == table
+    assert error(refit) < default_error  # the fitted map previews this model's latents better

@@ -31,3 +31,23 @@ def preview(model, latents: torch.Tensor, index: int = 0) -> Image.Image:
     img = Image.fromarray(np.ascontiguousarray(arr))
     factor = model.vae_scale_factor
     return img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+
+
+def fit_latent_rgb(model, images: list[Image.Image]) -> list[list[float]]:
+    """Least-squares 4×3 map from a model's latents to the (downscaled) pixels of the images they encode, for
+    models whose latent space the published coefficients do not describe (our demo model). Store the result in the
+    checkpoint's safetensors metadata under METADATA_KEY; the loader puts it in model.extra["latent_rgb"]."""
+    from modules.engine.processing import images_to_latents
+    latents = images_to_latents(model, images).float()            # [n, c, h, w]
+    n, c, h, w = latents.shape
+    targets = []
+    for im in images:
+        small = im.convert("RGB").resize((w, h), Image.Resampling.BOX)
+        targets.append(torch.from_numpy(np.asarray(small, dtype=np.float32) / 127.5 - 1))
+    y = torch.stack(targets).reshape(-1, 3)                      # [n*h*w, 3] in [-1, 1]
+    x = latents.permute(0, 2, 3, 1).reshape(-1, c)
+    solution = torch.linalg.lstsq(x, y).solution                 # [c, 3]
+    return solution.tolist()
+
+
+METADATA_KEY = "sd_webui.latent_rgb"

@@ -308,7 +308,14 @@ class Job:
                 self.extra.update({"Inpaint area": "Only masked", "Masked area padding": p.inpaint_full_res_padding})
             if p.inpainting_fill == 0:
                 work = [image_ops.fill_masked(im, work_mask) for im in work]
-        latents = images_to_latents(self.model, work)
+        if p.resize_mode == 3 and work_mask is None:
+            # "Just resize (latent upscale)": encode each input at its own size, then resize its latents
+            f, size = self.factor, (p.height // self.factor, p.width // self.factor)
+            latents = torch.cat([F.interpolate(
+                images_to_latents(self.model, [im.resize((max(f, im.width // f * f), max(f, im.height // f * f)))]),
+                size=size, mode="bilinear", align_corners=False) for im in originals])
+        else:
+            latents = images_to_latents(self.model, work)
         noise, gens = self.noise(seeds, subseeds, p.width, p.height)
         blend_mask = None
         if work_mask is not None:
@@ -328,8 +335,6 @@ class Job:
             image_cond = inpainting_image_cond(self.model, None, None, len(work), p.width, p.height)
         conds = conditioning.StepConditioner(self.model, prompts, negatives, p.steps, self.opts.clip_skip,
                                              p.cfg_scale)
-        if p.resize_mode == 3 and mask is None:
-            pass  # latent upscale: the encoded latents already have the target size
         out = self.sample(latents, noise, gens, conds, self.sampler, self.schedule, p.steps, p.width, p.height,
                           strength=strength, image_cond=image_cond, blend_mask=blend_mask, seeds=seeds)
         images = latents_to_images(self.model, out)

@@ -141,7 +141,26 @@ def build_model(info: CheckpointInfo, sd: dict, spec: ModelSpec, tokenizer_dir: 
     tokenizers = [tokenizer(tokenizer_dir, enc.get("pad_token", "<|endoftext|>")) for enc in spec.text_encoders]
     model = SDModel(info, spec, _place(unet, device, dtype), _place(vae, device, vae_dtype or dtype),
                     [_place(e, device, dtype) for e in encoders], tokenizers, device, dtype)
+    model.extra.update(_metadata_extras(path))
     return model
+
+
+def _metadata_extras(path: Path) -> dict:
+    """Extras a checkpoint can carry in its safetensors metadata: the latent→RGB preview map fitted for it."""
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    import json
+    from safetensors import safe_open
+
+    from modules.engine.latent_preview import METADATA_KEY
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        table = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(table, list) and all(isinstance(r, list) and len(r) == 3 for r in table)
+    return {"latent_rgb": table} if ok else {}
 
 
 def _place(module, device: torch.device, dtype: torch.dtype):
