@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 log = logging.getLogger("sd.jobs")
+FINISHED_KEPT = 100
 
 
 class Interrupted(Exception):
@@ -88,6 +89,7 @@ class JobQueue:
     def __init__(self):
         self._queue: queue.Queue[Job] = queue.Queue()
         self._pending: dict[str, Job] = {}
+        self._finished: dict[str, Job] = {}  # recent finished jobs, for progress polling by id
         self._lock = threading.Lock()
         self._counter = itertools.count()
         self.current: Job | None = None
@@ -108,10 +110,7 @@ class JobQueue:
 
     def find(self, job_id: str) -> Job | None:
         with self._lock:
-            job = self._pending.get(job_id)
-        if job is None and self.last is not None and self.last.state.id == job_id:
-            return self.last
-        return job
+            return self._pending.get(job_id) or self._finished.get(job_id)
 
     def queued_ids(self) -> list[str]:
         with self._lock:
@@ -131,6 +130,9 @@ class JobQueue:
             finally:
                 with self._lock:
                     self._pending.pop(job.state.id, None)
+                    self._finished[job.state.id] = job
+                    while len(self._finished) > FINISHED_KEPT:
+                        self._finished.pop(next(iter(self._finished)))
                 self.last = job
                 self.current = None
                 job.done.set()

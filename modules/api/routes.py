@@ -13,13 +13,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
+import logging
+
+from pydantic import BaseModel
+
 from modules import images
 from modules.api import models as m
 from modules.engine import processing, samplers
 from modules.engine.params import GenerationParams, ParamError
+from modules.jobs import JobState
 from modules.models.manager import NoModelError
 from modules.models.safe_load import ModelFileError
 from modules.options import OptionError
+
+
+log = logging.getLogger("sd.api")
 
 
 def _error(status: int, error: str, detail: str, body: Any = None, errors: Any = None) -> JSONResponse:
@@ -101,9 +109,27 @@ def img2img_params(req: m.Img2ImgRequest) -> GenerationParams:
     return p
 
 
+KNOWN_SCRIPTS: dict[str, list[str]] = {}   # no selectable or always-on scripts yet (extensions bring them)
+
+
+def _check_scripts(req) -> None:
+    if req.script_name:
+        raise ParamError("script_name", f"unknown script {req.script_name!r}; available: {list(KNOWN_SCRIPTS)}")
+    unknown = [name for name in (req.alwayson_scripts or {}) if name.lower() not in KNOWN_SCRIPTS]
+    if unknown:
+        raise ParamError("alwayson_scripts", f"unknown always-on script(s) {unknown}; available: "
+                                             f"{list(KNOWN_SCRIPTS)}")
+
+
 def _images_response(rt, req, p: GenerationParams, include: list | None = None):
     samplers.resolve(p.sampler_name, p.scheduler)  # unknown names are a 422 before queueing
+    _check_scripts(req)
+    for key, value in p.override_settings.items():  # a bad override is a 422 before queueing
+        rt.options.validate(key, value)
     result = rt.generate(p, save=req.save_images and not req.do_not_save_samples, job_id=req.force_task_id)
+    if not req.override_settings_restore_afterwards:
+        for key, value in p.override_settings.items():
+            rt.options.set(key, value)
     images = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)] if req.send_images else []
     if include:
         images += [encode_png(img, None) for img in include]
@@ -114,8 +140,7 @@ def _images_response(rt, req, p: GenerationParams, include: list | None = None):
     return {"images": images, "parameters": params, "info": json.dumps(result.info)}
 
 
-def create_router(rt) -> APIRouter:
-    deps = [Depends(dep)] if (dep := _auth_dependency(rt.args.api_auth)) else []
+def create_router(rt, deps: list) -> APIRouter:
     r = APIRouter(prefix="/sdapi/v1", dependencies=deps)
 
     @r.post("/txt2img", response_model=m.ImagesResponse)
@@ -187,10 +212,15 @@ def create_router(rt) -> APIRouter:
     def progress(skip_current_image: bool = False):
         job = rt.queue.current
         if job is None:
-            return {"progress": 0, "eta_relative": 0, "state": {}, "current_image": None, "textinfo": None}
+            idle = JobState(id="")
+            return {"progress": 0, "eta_relative": 0, "state": idle.to_api(), "current_image": None,
+                    "textinfo": None}
         st = job.state
+        image = None
+        if not skip_current_image and st.current_image is not None:
+            image = encode_png(st.current_image, None)
         return {"progress": st.progress(), "eta_relative": st.eta() or 0, "state": st.to_api(),
-                "current_image": None, "textinfo": st.textinfo}
+                "current_image": image, "textinfo": st.textinfo}
 
     @r.post("/interrupt")
     def interrupt():
@@ -204,11 +234,53 @@ def create_router(rt) -> APIRouter:
 
 
 def mount(app: FastAPI, rt) -> None:
+    from modules.api import routes_misc
     install_error_handlers(app)
-    app.include_router(create_router(rt))
+    deps = [Depends(dep)] if (dep := _auth_dependency(rt.args.api_auth)) else []
+    app.include_router(create_router(rt, deps))
+    app.include_router(routes_misc.create_router(rt, deps))
+    app.include_router(create_internal_router(rt))
+    if rt.args.api_log:
+        @app.middleware("http")
+        async def log_requests(request: Request, call_next):
+            response = await call_next(request)
+            log.info("API %s %s %s", request.method, request.url.path, response.status_code)
+            return response
 
 
 MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+class InternalProgressRequest(BaseModel):
+    id_task: str | None = None
+    id_live_preview: int = -1
+    live_preview: bool = True
+
+
+def create_internal_router(rt) -> APIRouter:
+    """The UI's own progress endpoint (A1111's /internal/progress), also used by some clients with force_task_id."""
+    r = APIRouter(prefix="/internal")
+
+    @r.post("/progress")
+    def internal_progress(req: InternalProgressRequest):
+        job = rt.queue.find(req.id_task) if req.id_task else None
+        if job is None:
+            return {"active": False, "queued": False, "completed": False, "progress": None, "eta": None,
+                    "live_preview": None, "id_live_preview": -1, "textinfo": "Waiting..."}
+        st = job.state
+        active = rt.queue.current is job
+        completed = job.done.is_set()
+        preview, preview_id = None, req.id_live_preview
+        if active and req.live_preview and st.current_image is not None and st.current_image_step != preview_id:
+            preview = "data:image/png;base64," + encode_png(st.current_image, None)
+            preview_id = st.current_image_step
+        queued = not active and not completed
+        return {"active": active, "queued": queued, "completed": completed,
+                "progress": 1.0 if completed else st.progress(), "eta": st.eta() if active else None,
+                "live_preview": preview, "id_live_preview": preview_id,
+                "textinfo": "Waiting..." if queued else st.textinfo}
+
+    return r
 
 
 def decode_image(data: str, field_name: str = "image"):

@@ -219,7 +219,7 @@ def train(args) -> dict:
     step, elapsed0 = 0, 0.0
     if ckpt_path.exists() and not args.restart:
         ck = common.load_checkpoint(ckpt_path)
-        for k in ("unet_variant", "text_variant"):
+        for k in ("unet_variant", "text_variant", "vae_step"):
             if ck["meta"][k] != meta[k]:
                 raise SystemExit(f"{ckpt_path} was trained with {k}={ck['meta'][k]}; use another --run or --restart")
         unet.load_state_dict(ck["unet"])

@@ -1,0 +1,180 @@
+"""The rest of A1111's /sdapi/v1 routes: extras, PNG info, model and list endpoints, memory, server control, and the
+A1111-shaped answers for features we do not have yet (empty lists, or 501 for actions)."""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import psutil
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from modules.api import routes
+from modules.engine import extras, infotext
+from modules.engine.params import ParamError
+
+
+class ExtrasSingleRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    image: str = ""
+    resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0
+    codeformer_visibility: float = 0
+    codeformer_weight: float = 0
+    upscaling_resize: float = 2
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0
+    upscale_first: bool = False
+
+
+class FileData(BaseModel):
+    data: str
+    name: str = ""
+
+
+class ExtrasBatchRequest(ExtrasSingleRequest):
+    image: str = ""
+    imageList: list[FileData] = Field(default_factory=list)  # noqa: N815 (A1111's field name)
+
+
+class PngInfoRequest(BaseModel):
+    image: str
+
+
+def not_implemented(what: str) -> JSONResponse:
+    return routes._error(501, "NotImplementedError", f"{what} is not available in this web UI yet")
+
+
+def _extras(req: ExtrasSingleRequest, image):
+    if req.gfpgan_visibility or req.codeformer_visibility:
+        raise ParamError("gfpgan_visibility", "face restoration is not available yet; set it to 0")
+    out = extras.upscale(image, req.upscaler_1, req.upscaler_2, req.extras_upscaler_2_visibility, req.resize_mode,
+                         req.upscaling_resize, req.upscaling_resize_w, req.upscaling_resize_h, req.upscaling_crop)
+    return out
+
+
+def create_router(rt, deps) -> APIRouter:
+    r = APIRouter(prefix="/sdapi/v1", dependencies=deps)
+
+    @r.post("/extra-single-image")
+    def extra_single_image(req: ExtrasSingleRequest):
+        image = routes.decode_image(req.image, "image")
+        out = rt.queue.run(lambda _s: _extras(req, image), "extras")
+        return {"image": routes.encode_png(out, None), "html_info": f"<p>{out.width}x{out.height}</p>"}
+
+    @r.post("/extra-batch-images")
+    def extra_batch_images(req: ExtrasBatchRequest):
+        images = [routes.decode_image(f.data, f"imageList[{i}].data") for i, f in enumerate(req.imageList)]
+        outs = rt.queue.run(lambda _s: [_extras(req, im) for im in images], "extras")
+        return {"images": [routes.encode_png(o, None) for o in outs], "html_info": f"<p>{len(outs)} images</p>"}
+
+    @r.post("/png-info")
+    def png_info(req: PngInfoRequest):
+        image = routes.decode_image(req.image, "image")
+        text = image.info.get("parameters")
+        if text is None and "exif" in image.info:
+            text = _exif_user_comment(image)
+        items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
+        if text is None:
+            return {"info": "", "items": items, "parameters": {}}
+        return {"info": text, "items": items, "parameters": infotext.parse(text)}
+
+    @r.post("/interrogate")
+    def interrogate(body: dict[str, Any] | None = None):
+        return not_implemented("interrogate (CLIP/DeepBooru)")
+
+    def action_501(path: str):
+        def handler(body: dict[str, Any] | None = None):
+            return not_implemented(f"POST /sdapi/v1/{path}")
+        return handler
+
+    for path in ("create/embedding", "create/hypernetwork", "train/embedding", "train/hypernetwork",
+                 "preprocess"):
+        r.add_api_route(f"/{path}", action_501(path), methods=["POST"])
+
+    @r.post("/refresh-embeddings")
+    def refresh_embeddings():
+        return None
+
+    @r.post("/refresh-loras")
+    def refresh_loras():
+        return None
+
+    @r.post("/unload-checkpoint")
+    def unload_checkpoint():
+        rt.queue.run(lambda _s: rt.models.unload(), "unload model")
+
+    @r.post("/reload-checkpoint")
+    def reload_checkpoint():
+        rt.queue.run(lambda _s: rt.models.require(), "load model")
+
+    @r.get("/memory")
+    def memory():
+        vm = psutil.virtual_memory()
+        ram = {"free": vm.available, "used": vm.total - vm.available, "total": vm.total}
+        import torch
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            cuda = {"system": {"free": free, "used": total - free, "total": total},
+                    "active": {"current": torch.cuda.memory_allocated(), "peak": torch.cuda.max_memory_allocated()},
+                    "allocated": {"current": torch.cuda.memory_allocated(),
+                                  "peak": torch.cuda.max_memory_allocated()},
+                    "reserved": {"current": torch.cuda.memory_reserved(), "peak": torch.cuda.max_memory_reserved()},
+                    "inactive": {"current": 0, "peak": 0}, "events": {"retries": 0, "oom": 0}}
+        else:
+            cuda = {"error": "unavailable: no CUDA device"}
+        return {"ram": ram, "cuda": cuda}
+
+    for path in ("face-restorers", "realesrgan-models", "hypernetworks", "script-info", "extensions"):
+        r.add_api_route(f"/{path}", lambda: [], methods=["GET"])
+
+    @r.get("/embeddings")
+    def embeddings():
+        folder = rt.paths.embeddings
+        found = sorted(f for f in folder.glob("*") if f.suffix.lower() in (".pt", ".bin", ".safetensors")) \
+            if folder.is_dir() else []
+        # textual inversion is not loaded yet: files are listed as skipped, as A1111 lists incompatible ones
+        return {"loaded": {}, "skipped": {f.stem: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
+                                                   "shape": None, "vectors": 0} for f in found}}
+
+    @r.get("/loras")
+    def loras():
+        folder = rt.paths.lora
+        found = sorted(f for f in folder.rglob("*") if f.suffix.lower() in (".safetensors", ".pt", ".ckpt")) \
+            if folder.is_dir() else []
+        return [{"name": f.stem, "alias": f.stem, "path": str(f), "metadata": {}} for f in found]
+
+    @r.get("/scripts")
+    def scripts():
+        return {"txt2img": [], "img2img": []}
+
+    if rt.args.api_server_stop:
+        def stop(code: int):
+            threading.Timer(0.5, lambda: os._exit(code)).start()
+            return {"stopping": True}
+        r.add_api_route("/server-kill", lambda: stop(0), methods=["POST"])
+        r.add_api_route("/server-stop", lambda: stop(0), methods=["POST"])
+        r.add_api_route("/server-restart", lambda: stop(1), methods=["POST"])  # a supervisor restarts on 1
+    return r
+
+
+def _exif_user_comment(image) -> str | None:
+    try:
+        exif = image.getexif().get_ifd(0x8769)
+        raw = exif.get(0x9286)
+    except Exception:
+        return None
+    if isinstance(raw, bytes):
+        for prefix, enc in ((b"UNICODE\x00", "utf-16-be"), (b"ASCII\x00\x00\x00", "ascii")):
+            if raw.startswith(prefix):
+                return raw[len(prefix):].decode(enc, errors="replace")
+        return raw.decode("utf-8", errors="replace")
+    return raw
+
