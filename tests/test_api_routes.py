@@ -111,8 +111,8 @@ def test_scripts_unknown_are_422(server):
 
 def test_force_task_id_and_internal_progress(server):
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=txt2img(server, force_task_id="task(abc123)", steps=30,
-                                                                width=128, height=128)))
+    t = threading.Thread(target=lambda: result.update(r=txt2img(server, force_task_id="task(abc123)", steps=20,
+                                                                width=96, height=96)))
     t.start()
     seen = []
     deadline = time.monotonic() + 60
@@ -120,6 +120,7 @@ def test_force_task_id_and_internal_progress(server):
         p = requests.post(server.url + "/internal/progress", json={"id_task": "task(abc123)", "id_live_preview": -1},
                           timeout=10).json()
         seen.append(p)
+        time.sleep(0.05)  # polling interval (the loop ends when the request thread does)
     t.join(60)
     assert result["r"].status_code == 200
     final = requests.post(server.url + "/internal/progress", json={"id_task": "task(abc123)"}, timeout=10).json()
@@ -162,6 +163,7 @@ def test_load_16_clients_two_requests_each(server):
         start = time.perf_counter()
         assert requests.get(server.api("progress"), timeout=10).status_code == 200
         latencies.append(time.perf_counter() - start)
+        time.sleep(0.02)  # polling interval, like a client's progress bar
     for t in threads:
         t.join(300)
     assert not errors and set(results) == set(seeds)
