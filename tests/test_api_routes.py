@@ -172,3 +172,62 @@ def test_load_16_clients_two_requests_each(server):
     for s in seeds[:32:5]:
         alone = txt2img(server, seed=s, steps=3).json()["images"][0]
         assert np.array_equal(np.asarray(decode(alone)), np.asarray(decode(results[s]))), s
+
+
+def test_more_error_classes(server):
+    r = txt2img(server, steps=151)
+    assert r.status_code == 422 and "steps" in r.json()["detail"] and "150" in r.json()["detail"]
+    big = Image.new("RGB", (5000, 4000))
+    r = requests.post(server.api("img2img"), json={"prompt": "x", "steps": 1, "width": 64, "height": 64,
+                                                   "init_images": [b64(big)]}, timeout=60)
+    assert r.status_code == 422 and "too large" in r.json()["detail"] and "init_images" in r.json()["detail"]
+    r = requests.post(server.api("txt2img"), data="{not json", headers={"Content-Type": "application/json"},
+                      timeout=10)
+    assert r.status_code == 422 and set(r.json()) == {"error", "detail", "body", "errors"}
+    assert txt2img(server).status_code == 200
+
+
+def test_interrupt_and_skip_act_on_the_running_job(server):
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=txt2img(server, steps=150, width=96, height=96, seed=1)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        st = requests.get(server.api("progress"), timeout=10).json()["state"]
+        if st.get("sampling_step", 0) >= 2:
+            break
+        time.sleep(0.05)  # polling interval
+    requests.post(server.api("interrupt"), timeout=10)
+    t.join(60)
+    assert result["r"].status_code == 200
+    image = decode(result["r"].json()["images"][0])
+    assert image.size == (96, 96)  # the partial image comes back, well before 150 steps
+
+
+def test_model_switch_by_hash_unload_and_reload(server):
+    models = get(server, "sd-models")
+    target = models[-1]
+    assert requests.post(server.api("options"), json={"sd_model_checkpoint": target["hash"]},
+                         timeout=60).status_code == 200
+    assert get(server, "options")["sd_model_checkpoint"] == target["title"]
+    assert requests.post(server.api("unload-checkpoint"), timeout=30).status_code == 200
+    assert requests.post(server.api("reload-checkpoint"), timeout=60).status_code == 200
+    assert txt2img(server).status_code == 200
+
+
+def test_third_party_client_webuiapi_unchanged(server):
+    webuiapi = pytest.importorskip("webuiapi")
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port)
+    result = api.txt2img(prompt="a green circle", negative_prompt="", seed=5, steps=3, width=64, height=64,
+                         sampler_name="Euler a", cfg_scale=7)
+    assert result.image.size == (64, 64) and result.info["all_seeds"] == [5]
+    assert "Seed: 5" in result.info["infotexts"][0]
+    i2i = api.img2img(images=[result.image], prompt="a green circle", seed=5, steps=3, width=64, height=64,
+                      denoising_strength=0.5)
+    assert i2i.image.size == (64, 64)
+    assert "Euler a" in [s["name"] for s in api.get_samplers()]
+    assert [m["title"] for m in api.get_sd_models()]
+    assert api.get_options()["samples_save"] in (True, False)
+    up = api.extra_single_image(image=result.image, upscaler_1="Lanczos", upscaling_resize=2)
+    assert up.image.size == (128, 128)
+    assert api.png_info(image=result.image).info.startswith("a green circle")

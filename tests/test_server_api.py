@@ -198,3 +198,21 @@ def test_schedulers_and_hires_through_api(server):
     assert "Schedule type: Karras" in image.info["parameters"]
     legacy = txt2img(server, sampler_index="DPM++ 2M Karras", sampler_name=None)
     assert "Sampler: DPM++ 2M, Schedule type: Karras" in decode(legacy.json()["images"][0]).info["parameters"]
+
+
+def test_cors_and_server_stop(tmp_path):
+    from tests.conftest import start_server
+    srv = start_server(tmp_path, "--nowebui", "--cors-allow-origins", "http://example.com", "--api-server-stop",
+                       wait_model=False)
+    try:
+        r = requests.options(srv.api("sd-models"), headers={"Origin": "http://example.com",
+                                                            "Access-Control-Request-Method": "GET"}, timeout=10)
+        assert r.headers.get("access-control-allow-origin") == "http://example.com"
+        r = requests.options(srv.api("sd-models"), headers={"Origin": "http://evil.example",
+                                                            "Access-Control-Request-Method": "GET"}, timeout=10)
+        assert r.headers.get("access-control-allow-origin") is None
+        assert requests.post(srv.api("server-stop"), timeout=10).status_code == 200
+        srv.proc.wait(30)
+        assert srv.proc.returncode == 0
+    finally:
+        srv.stop()

@@ -45,6 +45,12 @@ def install_error_handlers(app: FastAPI) -> None:
                            for e in errs)
         return _error(422, "RequestValidationError", detail, None, str(errs)[:2000])
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # a failed job answers in A1111's error shape; the server keeps serving
+        log.error("API %s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return _error(500, type(exc).__name__, str(exc) or type(exc).__name__)
+
     for cls, status in ((ParamError, 422), (OptionError, 422), (samplers.SamplerError, 422), (KeyError, 422),
                         (ModelFileError, 500), (NoModelError, 503)):
         def handler(request: Request, exc: Exception, _status=status):
