@@ -231,3 +231,24 @@ def test_third_party_client_webuiapi_unchanged(server):
     up = api.extra_single_image(image=result.image, upscaler_1="Lanczos", upscaling_resize=2)
     assert up.image.size == (128, 128)
     assert api.png_info(image=result.image).info.startswith("a green circle")
+
+
+def test_progress_reports_steps_eta_and_live_preview(server):
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=txt2img(server, steps=25, width=96, height=96)))
+    t.start()
+    previews, fractions = [], []
+    while t.is_alive():
+        p = requests.get(server.api("progress"), timeout=10).json()
+        if p["state"].get("job") == "txt2img":
+            fractions.append(p["progress"])
+            if p["current_image"]:
+                previews.append(decode(p["current_image"]))
+                assert p["eta_relative"] >= 0 and p["state"]["sampling_steps"] == 25
+        time.sleep(0.05)  # polling interval
+    t.join(60)
+    assert result["r"].status_code == 200
+    assert previews and previews[-1].size == (96, 96)
+    assert fractions == sorted(fractions) and 0 < max(fractions) <= 1
+    skip = requests.get(server.api("progress"), params={"skip_current_image": True}, timeout=10).json()
+    assert skip["current_image"] is None
