@@ -38,7 +38,7 @@ def create_app(args):
         auth = None
         if args.gradio_auth or args.gradio_auth_path:
             auth = _read_auth(args)
-        gr.mount_gradio_app(app, demo, path=args.subpath or "/", auth=auth, css=ui_app.CSS,
+        gr.mount_gradio_app(app, demo, path=args.subpath or "/", auth=auth, css=ui_app.CSS, js=ui_app.JS,
                             allowed_paths=[str(rt.paths.outputs)], footer_links=["api"] if args.api else [],
                             server_name=_host(args), server_port=args.port)
     return app, rt

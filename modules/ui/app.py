@@ -1,4 +1,4 @@
-"""Builds the Gradio Blocks: the top bar (checkpoint dropdown) and the tabs."""
+"""Builds the Gradio Blocks: the top bar (checkpoint and VAE dropdowns) and the tabs, and wires Send-to buttons."""
 from __future__ import annotations
 
 import logging
@@ -7,48 +7,115 @@ import gradio as gr
 
 from modules.models.loader import native_resolution
 from modules.models.manager import NO_MODEL_MESSAGE
-from modules.ui import txt2img_tab
+from modules.ui import common, extras_tab, img2img_tab, pnginfo_tab, settings_tab, txt2img_tab
 
 log = logging.getLogger("sd.ui")
 
 CSS = """
 .sd-error { color: #b91c1c; background: #fee2e2; border: 1px solid #fca5a5; padding: 8px; border-radius: 6px; }
 #no_model_banner { color: #92400e; background: #fef3c7; padding: 8px; border-radius: 6px; }
+.token-counter { text-align: right; font-size: 0.8em; opacity: 0.7; margin-top: -8px; }
+"""
+
+# Ctrl+Enter generates in the visible tab, as in A1111.
+JS = """
+() => {
+  document.addEventListener('keydown', (e) => {
+    if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
+    const buttons = ['txt2img_generate', 'img2img_generate'].map(id => document.getElementById(id));
+    const visible = buttons.find(b => b && b.offsetParent !== null);
+    if (visible) { e.preventDefault(); visible.click(); }
+  });
+}
 """
 
 
 def build(rt) -> gr.Blocks:
+    size = _native_size(rt)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         with gr.Row(elem_id="quicksettings"):
             checkpoint = gr.Dropdown(rt.registry.titles(), value=_current_title(rt), label="Stable Diffusion checkpoint",
                                      elem_id="setting_sd_model_checkpoint", scale=4)
             refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
+            vae = gr.Dropdown(_vae_choices(rt), value=rt.options.sd_vae, label="SD VAE", elem_id="setting_sd_vae",
+                              scale=2)
+            clip_skip = gr.Slider(1, 12, value=rt.options.CLIP_stop_at_last_layers, step=1, label="Clip skip",
+                                  elem_id="setting_CLIP_stop_at_last_layers", scale=2)
         banner = gr.Markdown(NO_MODEL_MESSAGE, visible=not rt.registry.checkpoints, elem_id="no_model_banner")
         status = gr.HTML(elem_id="checkpoint_status")
-        with gr.Tabs(elem_id="tabs"):
+        with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-                t2i = txt2img_tab.build(rt, _native_size(rt))
+                t2i = txt2img_tab.build(rt, size)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                i2i = img2img_tab.build(rt, size)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                ext = extras_tab.build(rt)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                png = pnginfo_tab.build()
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings_tab.build(rt)
+
+        def set_option(key):
+            def handler(value):
+                try:
+                    rt.options.set(key, value)
+                except Exception as exc:  # shown in the page; nothing else changes
+                    return common.error_html(str(exc))
+                return ""
+            return handler
 
         def change_checkpoint(title):
-            if not title:
-                return "", gr.update(), gr.update()
-            try:
-                rt.options.set("sd_model_checkpoint", title)
-            except Exception as exc:  # shown in the page; the previous model stays loaded
-                return txt2img_tab.error_html(str(exc)), gr.update(), gr.update()
-            size = _native_size(rt)  # the size defaults follow the model
-            return "", gr.update(value=size), gr.update(value=size)
+            message = set_option("sd_model_checkpoint")(title) if title else ""
+            if message:
+                return message, gr.update(), gr.update(), gr.update(), gr.update()
+            new = _native_size(rt)  # the size defaults follow the model
+            return "", gr.update(value=new), gr.update(value=new), gr.update(value=new), gr.update(value=new)
 
         def do_refresh():
             rt.registry.refresh()
             titles = rt.registry.titles()
-            return gr.update(choices=titles, value=_current_title(rt)), gr.update(visible=not titles)
+            return (gr.update(choices=titles, value=_current_title(rt)), gr.update(visible=not titles),
+                    gr.update(choices=_vae_choices(rt)))
 
-        checkpoint.input(change_checkpoint, checkpoint, [status, t2i["width"], t2i["height"]])
-        refresh.click(do_refresh, None, [checkpoint, banner])
-
+        checkpoint.input(change_checkpoint, checkpoint,
+                         [status, t2i["width"], t2i["height"], i2i["width"], i2i["height"]])
+        vae.input(set_option("sd_vae"), vae, status)
+        clip_skip.input(lambda v: set_option("CLIP_stop_at_last_layers")(int(v)), clip_skip, status)
+        refresh.click(do_refresh, None, [checkpoint, banner, vae])
         demo.load(lambda: gr.update(choices=rt.registry.titles(), value=_current_title(rt)), None, checkpoint)
+
+        # Send to ...: images from an output panel or PNG Info into another tab
+        def first_image(images):
+            return images[0] if images else None
+
+        for source in (t2i, i2i):
+            source["to_img2img"].click(lambda imgs: (first_image(imgs), gr.Tabs(selected="img2img"),
+                                                     gr.Tabs(selected="img2img")),
+                                       source["last_images"], [i2i["init_image"], tabs, i2i["mode_tabs"]])
+            source["to_inpaint"].click(lambda imgs: (first_image(imgs), gr.Tabs(selected="img2img"),
+                                                     gr.Tabs(selected="inpaint"), "Inpaint"),
+                                       source["last_images"], [i2i["editor"], tabs, i2i["mode_tabs"], i2i["mode"]])
+            source["to_extras"].click(lambda imgs: (first_image(imgs), gr.Tabs(selected="extras")),
+                                      source["last_images"], [ext["image"], tabs])
+
+        t2i_fields = [t2i[f] for f in t2i["fields"]]
+        i2i_fields = [i2i[f] for f in i2i["fields"]]
+        png["to_txt2img"].click(lambda text: [*pnginfo_tab.paste_values(text, t2i["fields"]),
+                                              gr.Tabs(selected="txt2img")], png["text"], [*t2i_fields, tabs])
+        png["to_img2img"].click(lambda text, img: [*pnginfo_tab.paste_values(text, i2i["fields"]), img,
+                                                   gr.Tabs(selected="img2img"), gr.Tabs(selected="img2img")],
+                                [png["text"], png["image"]], [*i2i_fields, i2i["init_image"], tabs, i2i["mode_tabs"]])
+        png["to_inpaint"].click(lambda text, img: [*pnginfo_tab.paste_values(text, i2i["fields"]), img,
+                                                   gr.Tabs(selected="img2img"), gr.Tabs(selected="inpaint"),
+                                                   "Inpaint"],
+                                [png["text"], png["image"]],
+                                [*i2i_fields, i2i["editor"], tabs, i2i["mode_tabs"], i2i["mode"]])
+        png["to_extras"].click(lambda img: (img, gr.Tabs(selected="extras")), png["image"], [ext["image"], tabs])
     return demo
+
+
+def _vae_choices(rt) -> list[str]:
+    return ["Automatic", "None"] + [v.name for v in rt.registry.vaes]
 
 
 def _current_title(rt) -> str | None:

@@ -1,0 +1,127 @@
+"""Widgets shared by the txt2img and img2img tabs: prompt boxes with token counters, sampling controls, seed row.
+
+Each builder returns a dict of components; `params_from` turns their values into the one GenerationParams object.
+"""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from modules.engine import samplers
+from modules.engine.prompt_chunks import token_count
+
+PARAM_FIELDS = ["prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "width", "height", "n_iter",
+                "batch_size", "cfg_scale", "seed", "subseed", "subseed_strength", "seed_resize_from_w",
+                "seed_resize_from_h"]
+
+
+def error_html(message: str) -> str:
+    return f'<div class="sd-error" role="alert">{html.escape(message)}</div>'
+
+
+def prompt_row(rt, tab: str) -> dict:
+    with gr.Row():
+        with gr.Column(scale=6):
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (press Ctrl+Enter to generate)",
+                                elem_id=f"{tab}_prompt")
+            prompt_count = gr.HTML("0/75", elem_id=f"{tab}_token_counter", elem_classes=["token-counter"])
+            negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt",
+                                  elem_id=f"{tab}_neg_prompt")
+            negative_count = gr.HTML("0/75", elem_id=f"{tab}_negative_token_counter", elem_classes=["token-counter"])
+        with gr.Column(scale=1, min_width=160):
+            generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
+            with gr.Row():
+                interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", min_width=60)
+                skip = gr.Button("Skip", elem_id=f"{tab}_skip", min_width=60)
+            styles = gr.Dropdown(list(rt.styles.styles), value=[], multiselect=True, label="Styles",
+                                 elem_id=f"{tab}_styles")
+
+    def count(text):
+        model = rt.models.model
+        if model is None:
+            return "?/75"
+        used, limit = token_count(model.tokenizers[0], text or "")
+        return f"{used}/{limit}"
+
+    prompt.change(count, prompt, prompt_count, show_progress="hidden", queue=False)
+    negative.change(count, negative, negative_count, show_progress="hidden", queue=False)
+    interrupt.click(lambda: rt.queue.interrupt_current(), None, None, queue=False)
+    skip.click(lambda: rt.queue.skip_current(), None, None, queue=False)
+    return {"prompt": prompt, "negative_prompt": negative, "generate": generate, "styles": styles}
+
+
+def sampling_controls(tab: str, native_size: int) -> dict:
+    with gr.Row():
+        sampler = gr.Dropdown(samplers.sampler_names(), value="DPM++ 2M", label="Sampling method",
+                              elem_id=f"{tab}_sampling")
+        schedule = gr.Dropdown(samplers.SCHEDULES, value="Automatic", label="Schedule type",
+                               elem_id=f"{tab}_scheduler")
+        steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id=f"{tab}_steps")
+    with gr.Row():
+        with gr.Column(scale=4):
+            width = gr.Slider(64, 2048, value=native_size, step=8, label="Width", elem_id=f"{tab}_width")
+            height = gr.Slider(64, 2048, value=native_size, step=8, label="Height", elem_id=f"{tab}_height")
+        swap = gr.Button("⇅", elem_id=f"{tab}_res_switch_btn", min_width=40, scale=0)
+        with gr.Column(scale=2):
+            batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count", elem_id=f"{tab}_batch_count")
+            batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{tab}_batch_size")
+    swap.click(lambda w, h: (h, w), [width, height], [width, height], queue=False)
+    cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id=f"{tab}_cfg_scale")
+    return {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height,
+            "n_iter": batch_count, "batch_size": batch_size, "cfg_scale": cfg}
+
+
+def seed_row(tab: str, last_seed: gr.State) -> dict:
+    with gr.Row():
+        seed = gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{tab}_seed", scale=4)
+        random_seed = gr.Button("🎲", elem_id=f"{tab}_random_seed", min_width=40, scale=0)
+        reuse_seed = gr.Button("♻️", elem_id=f"{tab}_reuse_seed", min_width=40, scale=0)
+        extra = gr.Checkbox(label="Extra", value=False, elem_id=f"{tab}_subseed_show", scale=1)
+    with gr.Row(visible=False) as extra_row:
+        subseed = gr.Number(value=-1, precision=0, label="Variation seed", elem_id=f"{tab}_subseed")
+        subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
+                                     elem_id=f"{tab}_subseed_strength")
+        resize_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
+                             elem_id=f"{tab}_seed_resize_from_w")
+        resize_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
+                             elem_id=f"{tab}_seed_resize_from_h")
+    random_seed.click(lambda: -1, None, seed, queue=False)
+    reuse_seed.click(lambda s: s if s is not None else -1, last_seed, seed, queue=False)
+    extra.change(lambda show: gr.update(visible=show), extra, extra_row, queue=False)
+    return {"seed": seed, "subseed": subseed, "subseed_strength": subseed_strength, "seed_resize_from_w": resize_w,
+            "seed_resize_from_h": resize_h}
+
+
+def params_kwargs(fields: list[str], values: list) -> dict:
+    """Widget values → GenerationParams keyword arguments (sliders give floats; counts and sizes are ints)."""
+    kw = dict(zip(fields, values))
+    for key in ("steps", "width", "height", "n_iter", "batch_size", "seed", "subseed", "seed_resize_from_w",
+                "seed_resize_from_h", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "mask_blur",
+                "inpaint_full_res_padding", "resize_mode", "inpainting_fill", "inpainting_mask_invert"):
+        if key in kw and kw[key] is not None:
+            kw[key] = int(kw[key])
+    for key in ("seed_resize_from_w", "seed_resize_from_h"):
+        if kw.get(key) == 0:
+            kw[key] = -1
+    for key in ("seed", "subseed"):
+        if kw.get(key) is None:
+            kw[key] = -1
+    kw["prompt"] = kw.get("prompt") or ""
+    kw["negative_prompt"] = kw.get("negative_prompt") or ""
+    return kw
+
+
+def output_panel(tab: str) -> dict:
+    """Gallery, generation info, messages and the Send-to buttons under every generating tab."""
+    gallery = gr.Gallery(label="Output", format="png", columns=2, elem_id=f"{tab}_gallery", interactive=False,
+                         height=420)
+    with gr.Row():
+        to_img2img = gr.Button("Send to img2img", elem_id=f"{tab}_send_to_img2img", size="sm")
+        to_inpaint = gr.Button("Send to inpaint", elem_id=f"{tab}_send_to_inpaint", size="sm")
+        to_extras = gr.Button("Send to extras", elem_id=f"{tab}_send_to_extras", size="sm")
+    info = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id=f"generation_info_{tab}")
+    message = gr.HTML(elem_id=f"html_info_{tab}")
+    folder = gr.HTML(elem_id=f"{tab}_output_folder", elem_classes=["output-folder"])
+    return {"gallery": gallery, "info": info, "message": message, "folder": folder, "to_img2img": to_img2img,
+            "to_inpaint": to_inpaint, "to_extras": to_extras}

@@ -1,0 +1,47 @@
+"""Extras: resize/upscale a single image or a batch (Lanczos, Nearest; upscaler models when they arrive)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from modules.engine import extras
+from modules.ui import common
+
+
+def build(rt) -> dict:
+    with gr.Row():
+        with gr.Column():
+            with gr.Tabs():
+                with gr.Tab("Single Image", elem_id="extras_single_tab"):
+                    image = gr.Image(label="Source", type="pil", elem_id="extras_image", height=320)
+                with gr.Tab("Batch Process", elem_id="extras_batch_tab"):
+                    batch = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
+            mode = gr.Radio(["Scale by", "Scale to"], value="Scale by", type="index", label="Resize",
+                            elem_id="extras_resize_mode")
+            with gr.Row():
+                scale = gr.Slider(1, 8, value=2, step=0.05, label="Resize", elem_id="extras_upscaling_resize")
+                width = gr.Slider(64, 4096, value=512, step=8, label="Width", elem_id="extras_upscaling_resize_w")
+                height = gr.Slider(64, 4096, value=512, step=8, label="Height", elem_id="extras_upscaling_resize_h")
+                crop = gr.Checkbox(label="Crop to fit", value=True, elem_id="extras_upscaling_crop")
+            upscaler = gr.Dropdown(list(extras.UPSCALERS), value="Lanczos", label="Upscaler 1",
+                                   elem_id="extras_upscaler_1")
+            run_button = gr.Button("Generate", variant="primary", elem_id="extras_generate")
+        with gr.Column():
+            gallery = gr.Gallery(label="Result", format="png", elem_id="extras_gallery", interactive=False)
+            message = gr.HTML(elem_id="html_info_extras")
+
+    def run(img, files, mode_index, factor, w, h, do_crop, name):
+        from PIL import Image
+        try:
+            sources = [img] if img is not None else [Image.open(f.name if hasattr(f, "name") else f)
+                                                     for f in (files or [])]
+            if not sources:
+                raise ValueError("Extras: upload an image first")
+            outs = rt.queue.run(lambda _s: [extras.upscale(s, name, "None", 0, int(mode_index), float(factor),
+                                                           int(w), int(h), bool(do_crop)) for s in sources],
+                                "extras")
+        except ValueError as exc:
+            return gr.update(), common.error_html(str(exc))
+        return outs, f"<p>{outs[0].width}x{outs[0].height}</p>"
+
+    run_button.click(run, [image, batch, mode, scale, width, height, crop, upscaler], [gallery, message])
+    return {"image": image, "gallery": gallery}

@@ -1,0 +1,127 @@
+"""The img2img tab with A1111's modes: img2img, Inpaint (paint the mask), Inpaint upload (image + mask file) and
+Batch (folders); resize mode, denoising strength and the inpainting controls."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from modules.engine.image_ops import RESIZE_MODES
+from modules.engine.params import GenerationParams
+from modules.models.manager import NoModelError
+from modules.ui import common
+
+log = logging.getLogger("sd.ui")
+MODES = ["img2img", "Inpaint", "Inpaint upload", "Batch"]
+MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
+I2I_FIELDS = ["resize_mode", "denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res",
+              "inpaint_full_res_padding", "inpainting_mask_invert"]
+
+
+def mask_from_editor(value: dict | None) -> tuple[Image.Image | None, Image.Image | None]:
+    """ImageEditor value → (image, mask): the mask is wherever the user painted on any layer."""
+    if not value or value.get("background") is None:
+        return None, None
+    background = value["background"]
+    image = background.convert("RGB") if isinstance(background, Image.Image) else Image.fromarray(background)
+    mask = np.zeros((image.height, image.width), dtype=bool)
+    for layer in value.get("layers") or []:
+        arr = np.asarray(layer.convert("RGBA") if isinstance(layer, Image.Image) else layer)
+        if arr.ndim == 3 and arr.shape[2] == 4 and arr.shape[:2] == mask.shape:
+            mask |= arr[..., 3] > 0
+    return image, Image.fromarray((mask * 255).astype(np.uint8)) if mask.any() else None
+
+
+def build(rt, native_size: int = 512) -> dict:
+    last_seed = gr.State(-1)
+    last_images = gr.State([])
+    mode = gr.State("img2img")
+    top = common.prompt_row(rt, "img2img")
+    with gr.Row():
+        with gr.Column():
+            with gr.Tabs(elem_id="mode_img2img") as mode_tabs:
+                with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as t_img:
+                    init_image = gr.Image(label="Image for img2img", type="pil", elem_id="img2img_image",
+                                          sources=["upload", "clipboard"], height=360)
+                with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as t_inpaint:
+                    editor = gr.ImageEditor(label="Image for inpainting with mask", type="pil",
+                                            elem_id="img2maskimg", height=360,
+                                            brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
+                with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t_up:
+                    upload_image = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base", height=260)
+                    upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", height=260)
+                with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as t_batch:
+                    batch_in = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
+                    batch_out = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
+                    batch_mask = gr.Textbox(label="Inpaint batch mask directory (optional)",
+                                            elem_id="img2img_batch_inpaint_mask_dir")
+            for tab, name in ((t_img, "img2img"), (t_inpaint, "Inpaint"), (t_up, "Inpaint upload"),
+                              (t_batch, "Batch")):
+                tab.select(lambda n=name: n, None, mode, queue=False)
+            resize_mode = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode",
+                                   elem_id="resize_mode")
+            with gr.Group(elem_id="inpaint_controls"):
+                with gr.Row():
+                    mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur")
+                    invert = gr.Radio(["Inpaint masked", "Inpaint not masked"], value="Inpaint masked",
+                                      type="index", label="Mask mode", elem_id="img2img_mask_mode")
+                with gr.Row():
+                    fill = gr.Radio(MASKED_CONTENT, value="original", type="index", label="Masked content",
+                                    elem_id="img2img_inpainting_fill")
+                    area = gr.Radio(["Whole picture", "Only masked"], value="Whole picture", type="index",
+                                    label="Inpaint area", elem_id="img2img_inpaint_full_res")
+                    padding = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels",
+                                        elem_id="img2img_inpaint_full_res_padding")
+            controls = common.sampling_controls("img2img", native_size)
+            denoise = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
+                                elem_id="img2img_denoising_strength")
+            seeds = common.seed_row("img2img", last_seed)
+        with gr.Column():
+            out = common.output_panel("img2img")
+
+    fields = common.PARAM_FIELDS + I2I_FIELDS
+    comps = {**top, **controls, **seeds, "resize_mode": resize_mode, "denoising_strength": denoise,
+             "mask_blur": mask_blur, "inpainting_fill": fill, "inpaint_full_res": area,
+             "inpaint_full_res_padding": padding, "inpainting_mask_invert": invert}
+
+    def run(mode_name, image, editor_value, up_image, up_mask, b_in, b_out, b_mask, styles, *values):
+        kw = common.params_kwargs(fields, list(values))
+        kw["inpaint_full_res"] = bool(kw["inpaint_full_res"])
+        try:
+            if mode_name == "Batch":
+                if not b_in or not b_out:
+                    raise ValueError("Batch: give an input and an output directory")
+                written = rt.img2img_folder(GenerationParams(**kw, styles=list(styles or [])), Path(b_in),
+                                            Path(b_out), Path(b_mask) if b_mask else None)
+                return ([str(w) for w in written], f"{len(written)} images written to {b_out}", "", "",
+                        gr.update(), gr.update())
+            mask = None
+            if mode_name == "Inpaint":
+                image, mask = mask_from_editor(editor_value)
+                if mask is None:
+                    raise ValueError("Inpaint: paint the area to repaint on the image first")
+            elif mode_name == "Inpaint upload":
+                image, mask = up_image, up_mask
+                if mask is None:
+                    raise ValueError("Inpaint upload: upload a mask image (white = repaint)")
+            if image is None:
+                raise ValueError(f"{mode_name}: upload an image first")
+            p = GenerationParams(**kw, styles=list(styles or []), init_images=[image], mask=mask)
+            result = rt.generate(p)
+        except (ValueError, KeyError, NoModelError, RuntimeError, OSError) as exc:
+            log.info("img2img failed: %s", exc)
+            return gr.update(), "", common.error_html(str(exc.args[0] if isinstance(exc, KeyError) else exc)), \
+                gr.update(), gr.update(), gr.update()
+        shown = result.saved_paths if len(result.saved_paths) == len(result.images) else result.images
+        folder = f"Saved to {rt.paths.data / rt.options.outdir_img2img_samples}" if result.saved_paths else ""
+        return shown, result.infotexts[0], "", folder, result.seeds[0], result.images
+
+    inputs = [mode, init_image, editor, upload_image, upload_mask, batch_in, batch_out, batch_mask, top["styles"]] + \
+        [comps[f] for f in fields]
+    outputs = [out["gallery"], out["info"], out["message"], out["folder"], last_seed, last_images]
+    top["generate"].click(run, inputs, outputs, concurrency_limit=None)
+    return {**comps, **out, "init_image": init_image, "editor": editor, "mode_tabs": mode_tabs, "mode": mode,
+            "last_images": last_images, "fields": fields}

@@ -1,0 +1,47 @@
+"""PNG Info: drop an image, read its generation parameters, send them to txt2img / img2img / inpaint / extras."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from modules.engine import infotext
+
+
+def build() -> dict:
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Source", type="pil", elem_id="pnginfo_image", sources=["upload", "clipboard"],
+                             height=360)
+        with gr.Column():
+            text = gr.Textbox(label="Parameters", lines=8, interactive=False, elem_id="pnginfo_generation_info")
+            details = gr.HTML(elem_id="pnginfo_html_info")
+            with gr.Row():
+                to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+                to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img")
+                to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint")
+                to_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras")
+
+    def read(img):
+        if img is None:
+            return "", ""
+        params = img.info.get("parameters")
+        others = {k: v for k, v in img.info.items() if isinstance(v, str) and k != "parameters"}
+        rows = "".join(f"<p><b>{html.escape(k)}</b><br>{html.escape(v)}</p>" for k, v in others.items())
+        if params is None:
+            return "", rows or "<p>No generation parameters in this image.</p>"
+        return params, rows
+
+    image.change(read, image, [text, details], queue=False)
+    return {"image": image, "text": text, "to_txt2img": to_txt2img, "to_img2img": to_img2img,
+            "to_inpaint": to_inpaint, "to_extras": to_extras}
+
+
+def paste_values(text: str, fields: list[str]) -> list:
+    """Infotext → one gr.update per field of a generating tab (fields not in the text are left as they are)."""
+    if not text:
+        return [gr.update() for _ in fields]
+    params, _overrides = infotext.to_params(text)
+    if "enable_hr" not in params and "enable_hr" in fields:
+        params["enable_hr"] = False
+    return [gr.update(value=params[f]) if f in params else gr.update() for f in fields]
