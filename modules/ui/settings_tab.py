@@ -10,6 +10,7 @@ HIDDEN = {"sd_model_checkpoint", "sd_checkpoint_hash", "quicksettings_list"}
 
 
 def _component(key: str, info, value):
+    """`value` is a callable: Gradio calls it on every page load, so a reload shows the settings now in force."""
     label, elem = info.label, f"setting_{key}"
     choices = info.choices() if callable(info.choices) else info.choices
     if isinstance(info.default, bool):
@@ -21,7 +22,7 @@ def _component(key: str, info, value):
             step = 1 if isinstance(info.default, int) else 0.01
             return gr.Slider(info.minimum, info.maximum, value=value, step=step, label=label, elem_id=elem)
         return gr.Number(value=value, label=label, elem_id=elem, precision=0 if isinstance(info.default, int) else None)
-    return gr.Textbox(value=str(value), label=label, elem_id=elem)
+    return gr.Textbox(value=lambda: str(value()), label=label, elem_id=elem)
 
 
 def build(rt) -> dict:
@@ -39,7 +40,7 @@ def build(rt) -> dict:
         for section, section_keys in sections.items():
             with gr.Tab(section, elem_id=f"settings_{section.lower().replace(' ', '_')}"):
                 for key in section_keys:
-                    components.append(_component(key, opts.info[key], opts.get(key)))
+                    components.append(_component(key, opts.info[key], lambda k=key: opts.get(k)))
 
     def save(*values):
         changed, errors = [], []

@@ -33,21 +33,34 @@ def heldout_eval_images() -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(vae, device, images: torch.Tensor, batch: int = 64) -> dict:
-    """Held-out PSNR (posterior mode, fp32) and latent statistics."""
+    """Held-out PSNR (posterior mode, fp32), latent statistics, and how often the evaluation's pixel analysis still
+    reads the right colour / shape from the reconstruction (the ceiling for the diffusion model's scores)."""
+    from tools.demo_model import analysis
+
     vae.eval()
-    ps, zs = [], []
+    ps, zs, recs = [], [], []
     for i in range(0, len(images), batch):
         x = images[i:i + batch].to(device)
         z = vae.encode(x).latent_dist.mode()
-        y = vae.decode(z).sample.clamp(-1, 1)
+        y8 = common.to_uint8(vae.decode(z).sample)
         # the engine rounds to uint8: measure what a user would see
-        y = torch.from_numpy(common.to_uint8(y)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        y = torch.from_numpy(y8).permute(0, 3, 1, 2).float() / 127.5 - 1
         ps.append(common.psnr(y, x.cpu()))
         zs.append(z.float().cpu())
+        recs.append(y8)
     vae.train()
     z = torch.cat(zs)
-    return {"psnr": float(torch.cat(ps).mean()), "psnr_min": float(torch.cat(ps).min()),
-            "latent_mean": float(z.mean()), "latent_std": float(z.std()), "scale_factor": float(1.0 / z.std())}
+    out = {"psnr": float(torch.cat(ps).mean()), "psnr_min": float(torch.cat(ps).min()),
+           "latent_mean": float(z.mean()), "latent_std": float(z.std()), "scale_factor": float(1.0 / z.std())}
+    if len(images) == EVAL_SCENES:
+        scenes = data.heldout_scenes(EVAL_SCENES)
+        hits = {"color": 0, "position": 0, "shape": 0, "size": 0}
+        for scene, img in zip(scenes, np.concatenate(recs)):
+            res = analysis.analyze(img)
+            for k in hits:
+                hits[k] += int(res.found and getattr(res, k) == getattr(scene.objects[0], k))
+        out.update({f"rec_{k}": v / EVAL_SCENES for k, v in hits.items()})
+    return out
 
 
 @torch.no_grad()
@@ -141,7 +154,8 @@ def train(args) -> dict:
     log = common.CsvLog(out / "log.csv", ["step", "loss", "l1", "mse", "kl", "lr", "sec_per_step", "elapsed_min"],
                         step)
     elog = common.CsvLog(out / "eval.csv", ["step", "psnr", "psnr_min", "latent_mean", "latent_std", "scale_factor",
-                                            "elapsed_min"], step)
+                                            "rec_color", "rec_position", "rec_shape", "rec_size", "elapsed_min"],
+                         step)
     (out / "config.json").write_text(json.dumps({"vae": cfg, "meta": meta,
                                                  "params": common.param_count(vae)}, indent=1))
     eval_images = heldout_eval_images()
