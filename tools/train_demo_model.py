@@ -41,8 +41,9 @@ def _train_common(p: argparse.ArgumentParser, steps: int, batch: int, lr: float,
     p.add_argument("--batch", type=int, default=batch)
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--warmup", type=int, default=warmup)
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
-                   help="bf16 autocast (fp32 weights and optimiser) or full fp32")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16 autocast (fp32 weights and optimiser) or full fp32; auto = bf16 only where the "
+                        "hardware has it natively (CUDA, AVX-512 BF16/AMX)")
     p.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint (and sample grid) interval")
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop (after a checkpoint) when this much wall time has passed; 0 = run to --steps")
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--vae", default="training/vae/vae.pt")
     p.add_argument("-n", type=int, default=40_000, help="number of training scenes")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="encoder precision")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="encoder precision")
     p.add_argument("--out", default="training/unet/latents.pt")
 
     p = sub.add_parser("unet", help="stage 2: train the UNet and the text encoder")

@@ -36,8 +36,19 @@ def setup_torch(threads: int | None, device: str = "auto") -> torch.device:
     return dev
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """"auto": bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16/AMX), fp32 elsewhere. Measured on an
+    AVX2-only CPU (AMD EPYC, torch 2.13): a bf16 autocast autoencoder training step took 107 s against 2.5 s in fp32,
+    because bf16 convolutions are emulated there."""
+    if precision != "auto":
+        return precision
+    from modules.devices import cpu_has_bf16
+    return "bf16" if device.type == "cuda" or cpu_has_bf16() else "fp32"
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast (weights and optimiser stay fp32), or nothing for fp32."""
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision != "bf16":
