@@ -33,12 +33,15 @@ def create_app(args):
         import gradio as gr
 
         from modules.ui import app as ui_app
+        from modules.ui import localization_ui
         demo = ui_app.build(rt)
         demo.queue(default_concurrency_limit=None)
         auth = None
         if args.gradio_auth or args.gradio_auth_path:
             auth = _read_auth(args)
+        localization_ui.mount_routes(app, rt, args.subpath)  # before Gradio's mount, which takes every path
         gr.mount_gradio_app(app, demo, path=args.subpath or "/", auth=auth, css=ui_app.CSS, js=ui_app.JS,
+                            head=localization_ui.head(args.subpath),
                             allowed_paths=[str(rt.paths.outputs)], footer_links=["api"] if args.api else [],
                             server_name=_host(args), server_port=args.port)
     return app, rt

@@ -15,6 +15,7 @@ from modules import devices, images, paths as paths_mod
 from modules.engine import processing
 from modules.engine.params import GenerationParams, ParamError
 from modules.jobs import JobQueue, JobState
+from modules.localization import Localizations
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.registry import ModelRegistry
@@ -43,6 +44,10 @@ class Runtime:
         self.models.on_loaded.append(self._remember_checkpoint)
         self.queue = JobQueue()
         self.styles = StyleDatabase(self.paths.styles_file)
+        # localizations/*.json and extensions/*/localizations/*.json; Settings → Localization offers their names
+        self.localizations = Localizations(
+            [self.paths.localizations], [self.paths.extensions, paths_mod.SCRIPT_DIR / "extensions-builtin"])
+        self.options.info["localization"].choices = self.localizations.choices
         # sd_model_checkpoint takes a title, file name or hash (validated by the onchange lookup, not a choice list)
         self.options.info["sd_model_checkpoint"].onchange = self._on_checkpoint_setting
         self.options.info["sd_vae"].choices = lambda: ["Automatic", "None"] + [v.name for v in self.registry.vaes]

@@ -8,6 +8,7 @@ import gradio as gr
 from modules.models.loader import native_resolution
 from modules.models.manager import NO_MODEL_MESSAGE
 from modules.ui import common, extras_tab, img2img_tab, pnginfo_tab, settings_tab, txt2img_tab
+from modules.ui import localization_ui
 
 log = logging.getLogger("sd.ui")
 
@@ -41,8 +42,10 @@ def build(rt) -> gr.Blocks:
                               scale=2)
             clip_skip = gr.Slider(1, 12, value=rt.options.CLIP_stop_at_last_layers, step=1, label="Clip skip",
                                   elem_id="setting_CLIP_stop_at_last_layers", scale=2)
+            language = localization_ui.switch(rt)
         banner = gr.Markdown(NO_MODEL_MESSAGE, visible=not rt.registry.checkpoints, elem_id="no_model_banner")
         status = gr.HTML(elem_id="checkpoint_status")
+        localization_errors = localization_ui.errors_box(rt)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 t2i = txt2img_tab.build(rt, size)
@@ -53,7 +56,7 @@ def build(rt) -> gr.Blocks:
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo_tab.build()
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings_tab.build(rt)
+                settings = settings_tab.build(rt)
 
         def set_option(key):
             def handler(value):
@@ -82,6 +85,7 @@ def build(rt) -> gr.Blocks:
         vae.input(set_option("sd_vae"), vae, status)
         clip_skip.input(lambda v: set_option("CLIP_stop_at_last_layers")(int(v)), clip_skip, status)
         refresh.click(do_refresh, None, [checkpoint, banner, vae])
+        localization_ui.wire(rt, demo, language, status, localization_errors, settings)
         demo.load(lambda: gr.update(choices=rt.registry.titles(), value=_current_title(rt)), None, checkpoint)
 
         # Send to ...: images from an output panel or PNG Info into another tab

@@ -57,6 +57,6 @@ def build(rt) -> dict:
         text = f"{len(changed)} settings changed" + (f": {', '.join(changed)}." if changed else ".")
         return text + (common.error_html("; ".join(errors)) if errors else "")
 
-    apply.click(save, components, result)
+    applied = apply.click(save, components, result)
     reload.click(None, None, None, js="() => { location.reload(); }")
-    return {"components": dict(zip(keys, components))}
+    return {"components": dict(zip(keys, components)), "applied": applied}
