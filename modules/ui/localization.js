@@ -52,23 +52,33 @@
     return out;
   }
 
+  function lookupOne(text) {
+    const map = state.map;
+    const t = Object.prototype.hasOwnProperty.call(map, text) ? map[text] : undefined;
+    if (typeof t === "string") return t;
+    for (const tpl of state.templates) {
+      const m = tpl.re.exec(text);
+      if (!m) continue;
+      let out = tpl.value;
+      tpl.names.forEach((name, i) => { out = out.split(name).join(m[i + 1]); });
+      return out;
+    }
+    return null;
+  }
+
   // English -> what to show, or null when there is nothing to change.
   function lookup(text) {
-    const map = state.map;
-    if (!map) return null;
+    if (!state.map) return null;
     const trimmed = text.trim();
     if (!translatable(trimmed)) return null;
-    let t = Object.prototype.hasOwnProperty.call(map, trimmed) ? map[trimmed] : undefined;
-    if (t === undefined) {
-      for (const tpl of state.templates) {
-        const m = tpl.re.exec(trimmed);
-        if (!m) continue;
-        t = tpl.value;
-        tpl.names.forEach((name, i) => { t = t.split(name).join(m[i + 1]); });
-        break;
-      }
+    let t = lookupOne(trimmed);
+    if (t === null && trimmed.includes(" · ")) {
+      // status lines are parts joined by " · " ("Batch 1/2 · Step 3/20 · 15% · ETA: 2s"): translate part by part
+      const parts = trimmed.split(" · ");
+      const done = parts.map(part => (translatable(part) ? lookupOne(part) : part));
+      if (done.every(x => x !== null)) t = done.join(" · ");
     }
-    if (t === undefined || typeof t !== "string") {
+    if (t === null) {
       if (state.missing) state.missing.add(trimmed);
       return null;
     }
