@@ -7,7 +7,7 @@ import gradio as gr
 
 from modules.models.loader import native_resolution
 from modules.models.manager import NO_MODEL_MESSAGE
-from modules.ui import common, extras_tab, img2img_tab, pnginfo_tab, settings_tab, txt2img_tab
+from modules.ui import common, extras_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab
 from modules.ui import localization_ui
 
 log = logging.getLogger("sd.ui")
@@ -55,6 +55,7 @@ def build(rt) -> gr.Blocks:
                 ext = extras_tab.build(rt)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo_tab.build()
+            merger_tab.build_tab(rt, checkpoint)  # its own gr.Tab "Checkpoint Merger" (id modelmerger)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = settings_tab.build(rt)
 

@@ -1,0 +1,146 @@
+"""The Checkpoint Merger tab in a real browser against the real server: a missing field is reported, a weighted-sum
+merge shows its result, the new model appears in the top bar's checkpoint dropdown, loads and generates."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from tests.browser import browser_page, screenshot
+
+pytestmark = pytest.mark.browser
+
+SLOW = 240_000  # ms; CPU work shares two cores with whatever else runs on the machine
+MERGED = "zz_browser_merge"  # sorts after the fixture's models, so it never becomes anyone's default
+
+
+def _open_ui(page, server) -> None:
+    page.goto(server.url + "/")
+    page.locator("#txt2img_prompt textarea").wait_for(state="visible")
+    # the top bar's checkpoint dropdown is refreshed by a load event; let it settle first
+    page.locator("#setting_sd_model_checkpoint [data-testid=status-tracker].hide").wait_for(state="attached")
+
+
+def _open_tab(page, elem_id: str) -> None:
+    page.locator(f"#{elem_id}-button").click()
+    page.wait_for_function("(id) => document.getElementById(id + '-button').getAttribute('aria-selected') === 'true'",
+                           arg=elem_id)
+
+
+def _choose(page, elem_id: str, option: str) -> None:
+    box = page.locator(f"#{elem_id} input[role=combobox]")
+    box.click()
+    listbox = box.get_attribute("aria-controls")
+    page.locator(f"#{listbox} [role=option][aria-label=\"{option}\"]").click()
+    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[role=combobox]`).value === v",
+                           arg=[elem_id, option])
+
+
+def _options_of(page, elem_id: str) -> list[str]:
+    box = page.locator(f"#{elem_id} input[role=combobox]")
+    box.click()
+    listbox = page.locator(f"#{box.get_attribute('aria-controls')}")
+    listbox.wait_for(state="visible")
+    names = [o.get_attribute("aria-label") for o in listbox.locator("[role=option]").all()]
+    box.evaluate("el => el.blur()")
+    listbox.wait_for(state="detached")
+    return names
+
+
+def _set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=number]`).value === v",
+                           arg=[elem_id, str(value)])
+
+
+def _merge_and_wait(page, expect: str) -> str:
+    """Click Merge and wait for this click's outcome: the expected text, or an error other than the one already
+    shown (the box also holds Gradio's timer while the event runs, so only the message itself is compared)."""
+    result = page.locator("#modelmerger_result")
+    result.evaluate("el => { const e = el.querySelector('.sd-error'); el.dataset.before = e ? e.innerText : ''; }")
+    page.locator("#modelmerger_merge").click()
+    page.wait_for_function("""(expect) => {
+        const el = document.getElementById('modelmerger_result');
+        const error = el.querySelector('.sd-error');
+        return el.innerText.includes(expect) || (error && error.innerText !== el.dataset.before); }""",
+                           arg=expect, timeout=SLOW)
+    return result.inner_text()
+
+
+def _poll(condition, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)  # polling interval; the loop ends on the condition or the deadline
+    raise AssertionError(message)
+
+
+def _titles(server) -> dict[str, str]:
+    return {m["model_name"]: m["title"] for m in requests.get(server.api("sd-models"), timeout=30).json()}
+
+
+def test_merge_in_the_browser_then_load_and_generate(server):
+    original = requests.get(server.api("options"), timeout=10).json()["sd_model_checkpoint"]
+    titles = _titles(server)
+    target = server.data_dir / "models" / "Stable-diffusion" / f"{MERGED}.safetensors"
+    try:
+        with browser_page() as page:
+            _open_ui(page, server)
+            _open_tab(page, "tab_modelmerger")
+            _choose(page, "modelmerger_primary_model_name", titles["tiny_sd1"])
+            _choose(page, "modelmerger_secondary_model_name", titles["tiny_sd1_b"])
+
+            # Add difference without C: a message naming the field, and nothing written
+            page.locator("#modelmerger_interp_method label", has_text="Add difference").click()
+            files_before = sorted(target.parent.iterdir())
+            text = _merge_and_wait(page, "Tertiary model (C): Add difference needs model C")
+            assert page.locator("#modelmerger_result .sd-error").count() == 1, text
+            assert sorted(target.parent.iterdir()) == files_before
+
+            page.locator("#modelmerger_interp_method label", has_text="Weighted sum").click()
+            _set_number(page, "modelmerger_interp_amount", 0.5)
+            page.locator("#modelmerger_custom_name input, #modelmerger_custom_name textarea").fill(MERGED)
+            page.locator("#modelmerger_save_as_half input").check()
+            message = _merge_and_wait(page, "Checkpoint saved to")
+            assert page.locator("#modelmerger_result .sd-error").count() == 0, message
+            assert f"Checkpoint saved to {target}" in message
+            assert target.is_file()
+            screenshot(page, "modelmerger")
+
+            # the result is in the lists: A/B/C and the top bar's checkpoint dropdown
+            new_title = _titles(server)[MERGED]
+            assert new_title in message
+            assert new_title in _options_of(page, "modelmerger_primary_model_name")
+            # the current model was not disturbed by the merge
+            assert requests.get(server.api("options"), timeout=10).json()["sd_model_checkpoint"] == original
+
+            _choose(page, "setting_sd_model_checkpoint", new_title)  # an option of the top bar's dropdown now
+            _poll(lambda: requests.get(server.api("options"), timeout=10).json()["sd_model_checkpoint"] == new_title,
+                  180, "the merged model did not load")
+            assert page.locator("#checkpoint_status .sd-error").count() == 0
+
+            _open_tab(page, "tab_txt2img")
+            page.locator("#txt2img_prompt textarea").fill("a merged square")
+            _set_number(page, "txt2img_width", 64)
+            _set_number(page, "txt2img_height", 64)
+            _set_number(page, "txt2img_steps", 2)
+            page.locator("#txt2img_seed input").fill("8642")
+            page.locator("#txt2img_generate").click()
+            page.wait_for_function(
+                """() => { const info = document.querySelector('#generation_info_txt2img textarea');
+                           return (info && info.value.includes('Seed: 8642'))
+                                  || document.querySelector('#html_info_txt2img .sd-error'); }""", timeout=SLOW)
+            assert page.locator("#html_info_txt2img .sd-error").count() == 0
+            text = page.locator("#generation_info_txt2img textarea").input_value()
+            assert f"Model: {MERGED}," in text
+            assert "Size: 64x64" in text
+            assert page.locator("#txt2img_gallery img").first.is_visible()
+    finally:  # the other tests share this server and expect the first model and the fixture's files only
+        requests.post(server.api("options"), json={"sd_model_checkpoint": original}, timeout=180).raise_for_status()
+        target.unlink(missing_ok=True)
+        requests.post(server.api("refresh-checkpoints"), timeout=60)
