@@ -14,7 +14,7 @@ from pathlib import Path
 from modules import devices, images, paths as paths_mod
 from modules.engine import processing
 from modules.engine.params import GenerationParams, ParamError
-from modules.jobs import JobQueue, JobState
+from modules.jobs import Job, JobQueue, JobState
 from modules.localization import Localizations
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
@@ -92,12 +92,36 @@ class Runtime:
     # --- generation ----------------------------------------------------------------------------------------------
     def generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None):
         """txt2img or img2img (p.init_images set), run on the job queue; the UI and the API both call this."""
+        return self.submit_generate(p, save, job_id).wait()
+
+    def submit_generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None) -> Job:
+        """Like generate, without waiting: the UI follows the job's progress and keeps its id, so that a reloaded
+        page finds the job (running, queued, or finished and kept by the queue) again."""
         p.mode = "img2img" if p.init_images else "txt2img"
         if p.styles:
             prompt, negative = self.styles.apply(p.prompt, p.negative_prompt, p.styles)
             p = dataclasses.replace(p, prompt=prompt, negative_prompt=negative)
         p.validate()
-        return self.queue.run(lambda state: self._generate_job(p, state, save), p.mode, job_id)
+        return self.queue.submit(lambda state: self._generate_job(p, state, save), p.mode, job_id)
+
+    @property
+    def params_file(self) -> Path:
+        """The last generation's infotext (A1111's params.txt): the prompt box's paste button reads it."""
+        return self.paths.data / "params.txt"
+
+    def last_infotext(self) -> str:
+        try:
+            return self.params_file.read_text(encoding="utf-8")
+        except OSError:
+            return ""
+
+    def _remember_infotext(self, text: str) -> None:
+        try:
+            tmp = self.params_file.with_suffix(".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.params_file)
+        except OSError as exc:  # a read-only data folder must not fail the generation
+            log.warning("could not write %s: %s", self.params_file, exc)
 
     def img2img_folder(self, p: GenerationParams, input_dir: Path, output_dir: Path,
                        mask_dir: Path | None = None) -> list[Path]:
@@ -142,9 +166,12 @@ class Runtime:
         restore = self._apply_overrides(p.override_settings)
         try:
             model = self.models.require()
-            return processing.process(model, p, state, self.run_options(p, save))
+            result = processing.process(model, p, state, self.run_options(p, save))
         finally:
             restore()
+        if result.infotexts:
+            self._remember_infotext(result.infotexts[0])
+        return result
 
     def _apply_overrides(self, overrides: dict):
         """Per-request settings (override_settings); returns a function that restores the previous values."""

@@ -34,6 +34,8 @@ def prompt_row(rt, tab: str) -> dict:
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", min_width=60)
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip", min_width=60)
+                # A1111's "Read generation parameters from prompt or last generation if prompt is empty"
+                paste = gr.Button("↙️", elem_id=f"{tab}_paste", min_width=40, scale=0)
             styles = gr.Dropdown(list(rt.styles.styles), value=[], multiselect=True, label="Styles",
                                  elem_id=f"{tab}_styles")
 
@@ -48,7 +50,7 @@ def prompt_row(rt, tab: str) -> dict:
     negative.change(count, negative, negative_count, show_progress="hidden", queue=False)
     interrupt.click(lambda: rt.queue.interrupt_current(), None, None, queue=False)
     skip.click(lambda: rt.queue.skip_current(), None, None, queue=False)
-    return {"prompt": prompt, "negative_prompt": negative, "generate": generate, "styles": styles}
+    return {"prompt": prompt, "negative_prompt": negative, "generate": generate, "styles": styles, "paste": paste}
 
 
 def sampling_controls(tab: str, native_size: int) -> dict:
@@ -113,15 +115,79 @@ def params_kwargs(fields: list[str], values: list) -> dict:
 
 
 def output_panel(tab: str) -> dict:
-    """Gallery, generation info, messages and the Send-to buttons under every generating tab."""
+    """Progress bar, gallery, Save / Zip / Send-to buttons, generation info and messages under every generating
+    tab."""
+    bar = gr.HTML("", elem_id=f"{tab}_progress", elem_classes=["sd-progress-area"])
     gallery = gr.Gallery(label="Output", format="png", columns=2, elem_id=f"{tab}_gallery", interactive=False,
                          height=420)
-    with gr.Row():
+    with gr.Row(elem_id=f"image_buttons_{tab}"):
+        save = gr.Button("Save", elem_id=f"{tab}_save", size="sm", min_width=60)
+        make_zip = gr.Button("Zip", elem_id=f"{tab}_zip", size="sm", min_width=60)
         to_img2img = gr.Button("Send to img2img", elem_id=f"{tab}_send_to_img2img", size="sm")
         to_inpaint = gr.Button("Send to inpaint", elem_id=f"{tab}_send_to_inpaint", size="sm")
         to_extras = gr.Button("Send to extras", elem_id=f"{tab}_send_to_extras", size="sm")
+    download = gr.File(label="Download", visible=False, interactive=False, elem_id=f"download_files_{tab}")
     info = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id=f"generation_info_{tab}")
     message = gr.HTML(elem_id=f"html_info_{tab}")
     folder = gr.HTML(elem_id=f"{tab}_output_folder", elem_classes=["output-folder"])
+    selected = gr.State(-1)
+    gallery.select(_selected_index, None, selected, queue=False)
+    gallery.change(lambda: -1, None, selected, queue=False)
     return {"gallery": gallery, "info": info, "message": message, "folder": folder, "to_img2img": to_img2img,
-            "to_inpaint": to_inpaint, "to_extras": to_extras}
+            "to_inpaint": to_inpaint, "to_extras": to_extras, "progress": bar, "save": save, "zip": make_zip,
+            "download": download, "selected": selected}
+
+
+def _selected_index(evt: gr.SelectData) -> int:
+    return evt.index if isinstance(evt.index, int) else -1
+
+
+def wire_outputs(rt, tab: str, out: dict, last_images: gr.State, last_result: gr.State) -> None:
+    """Save and Zip: write into outputs/save and offer the file for download; problems show as a message."""
+    from modules.ui import saving
+
+    def save(images, summary, index):
+        try:
+            path = saving.save_one(rt.paths.outputs, images, summary, index if index is not None else -1)
+        except (ValueError, OSError) as exc:
+            return gr.update(), error_html(str(exc))
+        return gr.update(value=str(path), visible=True), f"Saved: {html.escape(path.name)}"
+
+    def make_zip(images, summary):
+        try:
+            path = saving.zip_all(rt.paths.outputs, images, summary)
+        except (ValueError, OSError) as exc:
+            return gr.update(), error_html(str(exc))
+        return gr.update(value=str(path), visible=True), f"Saved: {html.escape(path.name)}"
+
+    out["save"].click(save, [last_images, last_result, out["selected"]], [out["download"], out["message"]])
+    out["zip"].click(make_zip, [last_images, last_result], [out["download"], out["message"]])
+
+
+def result_outputs(out: dict, last_seed: gr.State, last_images: gr.State, last_result: gr.State) -> list:
+    """The components a finished generation fills, in the order finished_values / failed_values give them."""
+    return [out["gallery"], out["info"], out["message"], out["folder"], last_seed, last_images, last_result]
+
+
+def failed_values(message: str) -> tuple:
+    return gr.skip(), "", error_html(message), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+
+def finished_values(result, folder: str) -> tuple:
+    from modules.ui import saving
+    shown = result.saved_paths if len(result.saved_paths) == len(result.images) else result.images
+    return (shown, result.infotexts[0] if result.infotexts else "", "", folder if result.saved_paths else "",
+            result.seeds[0] if result.seeds else -1, result.images, saving.result_summary(result))
+
+
+def paste_fields(rt, text: str, fields: list[str], index_choices: dict | None = None) -> list:
+    """↙: the prompt box's infotext (or, when it is empty, the last generation's) → one update per field."""
+    from modules.ui import pnginfo_tab
+    text = (text or "").strip() or rt.last_infotext()
+    updates = pnginfo_tab.paste_values(text, fields)
+    for i, name in enumerate(fields):  # radios that hand the handler an index show their label
+        choices = (index_choices or {}).get(name)
+        value = updates[i].get("value") if isinstance(updates[i], dict) else None
+        if choices and isinstance(value, (int, bool)) and 0 <= int(value) < len(choices):
+            updates[i] = gr.update(value=choices[int(value)])
+    return updates

@@ -12,10 +12,12 @@ from PIL import Image
 from modules.engine.image_ops import RESIZE_MODES
 from modules.engine.params import GenerationParams
 from modules.models.manager import NoModelError
-from modules.ui import common
+from modules.ui import common, progress
 
 log = logging.getLogger("sd.ui")
-MODES = ["img2img", "Inpaint", "Inpaint upload", "Batch"]
+MODES = ["img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch"]
+# the sketch brush's colours (the first is the default); Inpaint keeps its fixed white mask brush
+SKETCH_COLORS = ["#ff0000", "#00c000", "#0000ff", "#ffff00", "#ffffff", "#000000"]
 MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
 I2I_FIELDS = ["resize_mode", "denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res",
               "inpaint_full_res_padding", "inpainting_mask_invert"]
@@ -35,6 +37,33 @@ def mask_from_editor(value: dict | None) -> tuple[Image.Image | None, Image.Imag
     return image, Image.fromarray((mask * 255).astype(np.uint8)) if mask.any() else None
 
 
+def sketch_from_editor(value: dict | None) -> tuple[Image.Image | None, Image.Image | None]:
+    """ImageEditor value → (the image with the strokes drawn on it, the mask of where anything was drawn).
+
+    Sketch uses the first as the init image; Inpaint sketch uses both: the strokes are the colour to start from and
+    the area to repaint. Layers that do not match the image's size (never produced by the editor) are ignored."""
+    if not value or value.get("background") is None:
+        return None, None
+    background = value["background"]
+    base = background if isinstance(background, Image.Image) else Image.fromarray(background)
+    composite = base.convert("RGBA")
+    mask = np.zeros((composite.height, composite.width), dtype=bool)
+    for layer in value.get("layers") or []:
+        layer = (layer if isinstance(layer, Image.Image) else Image.fromarray(layer)).convert("RGBA")
+        if layer.size != composite.size:
+            continue
+        composite.alpha_composite(layer)
+        mask |= np.asarray(layer)[..., 3] > 0
+    mask_image = Image.fromarray((mask * 255).astype(np.uint8)) if mask.any() else None
+    return composite.convert("RGB"), mask_image
+
+
+def _sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
+    return gr.ImageEditor(label=label, type="pil", elem_id=elem_id, height=360, sources=["upload", "clipboard"],
+                          brush=gr.Brush(colors=SKETCH_COLORS, default_color=SKETCH_COLORS[0],
+                                         color_mode="defaults"))
+
+
 def build(rt, native_size: int = 512) -> dict:
     last_seed = gr.State(-1)
     last_images = gr.State([])
@@ -46,10 +75,14 @@ def build(rt, native_size: int = 512) -> dict:
                 with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as t_img:
                     init_image = gr.Image(label="Image for img2img", type="pil", elem_id="img2img_image",
                                           sources=["upload", "clipboard"], height=360)
+                with gr.Tab("Sketch", id="sketch", elem_id="img2img_img2img_sketch_tab") as t_sketch:
+                    sketch = _sketch_editor("Image for img2img", "img2img_sketch")
                 with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as t_inpaint:
                     editor = gr.ImageEditor(label="Image for inpainting with mask", type="pil",
                                             elem_id="img2maskimg", height=360,
                                             brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
+                with gr.Tab("Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab") as t_isk:
+                    inpaint_sketch = _sketch_editor("Color sketch inpainting", "inpaint_sketch")
                 with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t_up:
                     upload_image = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base", height=260)
                     upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", height=260)
@@ -58,8 +91,8 @@ def build(rt, native_size: int = 512) -> dict:
                     batch_out = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
                     batch_mask = gr.Textbox(label="Inpaint batch mask directory (optional)",
                                             elem_id="img2img_batch_inpaint_mask_dir")
-            for tab, name in ((t_img, "img2img"), (t_inpaint, "Inpaint"), (t_up, "Inpaint upload"),
-                              (t_batch, "Batch")):
+            for tab, name in ((t_img, "img2img"), (t_sketch, "Sketch"), (t_inpaint, "Inpaint"),
+                              (t_isk, "Inpaint sketch"), (t_up, "Inpaint upload"), (t_batch, "Batch")):
                 tab.select(lambda n=name: n, None, mode, queue=False)
             resize_mode = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode",
                                    elem_id="resize_mode")
@@ -87,7 +120,21 @@ def build(rt, native_size: int = 512) -> dict:
              "mask_blur": mask_blur, "inpainting_fill": fill, "inpaint_full_res": area,
              "inpaint_full_res_padding": padding, "inpainting_mask_invert": invert}
 
-    def run(mode_name, image, editor_value, up_image, up_mask, b_in, b_out, b_mask, styles, *values):
+    last_result = gr.State({})
+    task = progress.task_state("img2img")
+    view = progress.ProgressView("img2img", rt.queue)
+    results = common.result_outputs(out, last_seed, last_images, last_result)
+
+    def finish(job):
+        message = progress.job_error(job)
+        if message is not None:
+            log.info("img2img failed: %s", message)
+            return common.failed_values(message)
+        folder = f"Saved to {rt.paths.data / rt.options.outdir_img2img_samples}"
+        return common.finished_values(job.result, folder)
+
+    def run(mode_name, image, sketch_value, editor_value, inpaint_sketch_value, up_image, up_mask, b_in, b_out,
+            b_mask, styles, *values):
         kw = common.params_kwargs(fields, list(values))
         kw["inpaint_full_res"] = bool(kw["inpaint_full_res"])
         try:
@@ -96,13 +143,20 @@ def build(rt, native_size: int = 512) -> dict:
                     raise ValueError("Batch: give an input and an output directory")
                 written = rt.img2img_folder(GenerationParams(**kw, styles=list(styles or [])), Path(b_in),
                                             Path(b_out), Path(b_mask) if b_mask else None)
-                return ([str(w) for w in written], f"{len(written)} images written to {b_out}", "", "",
-                        gr.update(), gr.update())
+                yield ("", [str(w) for w in written], f"{len(written)} images written to {b_out}", "", "",
+                       gr.skip(), gr.skip(), gr.skip(), "")
+                return
             mask = None
-            if mode_name == "Inpaint":
+            if mode_name == "Sketch":
+                image, _drawn = sketch_from_editor(sketch_value)
+            elif mode_name == "Inpaint":
                 image, mask = mask_from_editor(editor_value)
                 if mask is None:
                     raise ValueError("Inpaint: paint the area to repaint on the image first")
+            elif mode_name == "Inpaint sketch":
+                image, mask = sketch_from_editor(inpaint_sketch_value)
+                if image is not None and mask is None:
+                    raise ValueError("Inpaint sketch: draw over the area to repaint first")
             elif mode_name == "Inpaint upload":
                 image, mask = up_image, up_mask
                 if mask is None:
@@ -110,18 +164,24 @@ def build(rt, native_size: int = 512) -> dict:
             if image is None:
                 raise ValueError(f"{mode_name}: upload an image first")
             p = GenerationParams(**kw, styles=list(styles or []), init_images=[image], mask=mask)
-            result = rt.generate(p)
+            job = rt.submit_generate(p)
         except (ValueError, KeyError, NoModelError, RuntimeError, OSError) as exc:
             log.info("img2img failed: %s", exc)
-            return gr.update(), "", common.error_html(str(exc.args[0] if isinstance(exc, KeyError) else exc)), \
-                gr.update(), gr.update(), gr.update()
-        shown = result.saved_paths if len(result.saved_paths) == len(result.images) else result.images
-        folder = f"Saved to {rt.paths.data / rt.options.outdir_img2img_samples}" if result.saved_paths else ""
-        return shown, result.infotexts[0], "", folder, result.seeds[0], result.images
+            yield ("", *common.failed_values(str(exc.args[0] if isinstance(exc, KeyError) else exc)), "")
+            return
+        yield from progress.follow(job, view, finish, len(results))
 
-    inputs = [mode, init_image, editor, upload_image, upload_mask, batch_in, batch_out, batch_mask, top["styles"]] + \
-        [comps[f] for f in fields]
-    outputs = [out["gallery"], out["info"], out["message"], out["folder"], last_seed, last_images]
-    top["generate"].click(run, inputs, outputs, concurrency_limit=None)
-    return {**comps, **out, "init_image": init_image, "editor": editor, "mode_tabs": mode_tabs, "mode": mode,
-            "last_images": last_images, "fields": fields}
+    inputs = [mode, init_image, sketch, editor, inpaint_sketch, upload_image, upload_mask, batch_in, batch_out,
+              batch_mask, top["styles"]] + [comps[f] for f in fields]
+    outputs = [out["progress"], *results, task]
+    top["generate"].click(run, inputs, outputs, concurrency_limit=None, show_progress="hidden")
+    progress.reattach_on_load(rt.queue, view, out["progress"], task, results, finish)
+    common.wire_outputs(rt, "img2img", out, last_images, last_result)
+    index_choices = {"resize_mode": RESIZE_MODES, "inpainting_fill": MASKED_CONTENT,
+                     "inpaint_full_res": ["Whole picture", "Only masked"],
+                     "inpainting_mask_invert": ["Inpaint masked", "Inpaint not masked"]}
+    top["paste"].click(lambda text: common.paste_fields(rt, text, fields, index_choices), top["prompt"],
+                       [comps[f] for f in fields], queue=False)
+    return {**comps, **out, "init_image": init_image, "editor": editor, "sketch": sketch,
+            "inpaint_sketch": inpaint_sketch, "mode_tabs": mode_tabs, "mode": mode, "last_images": last_images,
+            "fields": fields}

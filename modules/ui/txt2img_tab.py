@@ -8,7 +8,7 @@ import gradio as gr
 from modules.engine.params import GenerationParams
 from modules.engine.processing import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
 from modules.models.manager import NoModelError
-from modules.ui import common
+from modules.ui import common, progress
 
 log = logging.getLogger("sd.ui")
 HIRES_FIELDS = ["enable_hr", "hr_upscaler", "hr_second_pass_steps", "denoising_strength", "hr_scale", "hr_resize_x",
@@ -44,21 +44,36 @@ def build(rt, native_size: int = 512) -> dict:
              "hr_second_pass_steps": hr_steps, "denoising_strength": hr_denoise, "hr_scale": hr_scale,
              "hr_resize_x": hr_x, "hr_resize_y": hr_y}
 
+    last_result = gr.State({})
+    task = progress.task_state("txt2img")
+    view = progress.ProgressView("txt2img", rt.queue)
+    results = common.result_outputs(out, last_seed, last_images, last_result)
+
+    def finish(job):
+        message = progress.job_error(job)
+        if message is not None:
+            log.info("txt2img failed: %s", message)
+            return common.failed_values(message)
+        folder = f"Saved to {rt.paths.data / rt.options.outdir_txt2img_samples}"
+        return common.finished_values(job.result, folder)
+
     def run(styles, *values):
         kw = common.params_kwargs(fields, list(values))
         try:
-            result = rt.generate(GenerationParams(**kw, styles=list(styles or [])))
+            job = rt.submit_generate(GenerationParams(**kw, styles=list(styles or [])))
         except (ValueError, KeyError, NoModelError, RuntimeError, OSError) as exc:
             log.info("txt2img failed: %s", exc)
             message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
-            return gr.update(), "", common.error_html(message), gr.update(), gr.update(), gr.update()
-        shown = result.saved_paths if len(result.saved_paths) == len(result.images) else result.images
-        folder = f"Saved to {rt.paths.data / rt.options.outdir_txt2img_samples}" if result.saved_paths else ""
-        return (shown, result.infotexts[0] if result.infotexts else "", "", folder,
-                result.seeds[0] if result.seeds else -1, result.images)
+            yield ("", *common.failed_values(message), "")
+            return
+        yield from progress.follow(job, view, finish, len(results))
 
     inputs = [top["styles"]] + [comps[f] for f in fields]
-    outputs = [out["gallery"], out["info"], out["message"], out["folder"], last_seed, last_images]
-    top["generate"].click(run, inputs, outputs, concurrency_limit=None)
-    top["prompt"].submit(run, inputs, outputs, concurrency_limit=None)
+    outputs = [out["progress"], *results, task]
+    top["generate"].click(run, inputs, outputs, concurrency_limit=None, show_progress="hidden")
+    top["prompt"].submit(run, inputs, outputs, concurrency_limit=None, show_progress="hidden")
+    progress.reattach_on_load(rt.queue, view, out["progress"], task, results, finish)
+    common.wire_outputs(rt, "txt2img", out, last_images, last_result)
+    top["paste"].click(lambda text: common.paste_fields(rt, text, fields), top["prompt"],
+                       [comps[f] for f in fields], queue=False)
     return {**comps, **out, "last_images": last_images, "fields": fields}
