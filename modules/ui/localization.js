@@ -16,6 +16,7 @@
   const ATTRIBUTES = ["title", "placeholder"];
   const re_no_words = /^[\s\d.,:;!?/\\|()\[\]{}%+\-*=<>#x×·…—–'"]*$/u;  // numbers, sizes (512x512), counters (0/75)
   const re_measure = /^[\d.,:\/\s]+(s|ms|px|it\/s|s\/it)?$/u;  // timers and rates: 0.5s, 1.2/3.4s, 2.1it/s
+  const re_dotted = /^[\w-]+(\.[\w-]+)+$/u;  // file names and identifiers: model.safetensors, common.complete
   const re_letter = /\p{L}/u;
   const re_emoji = /[\p{Extended_Pictographic}\u{1F3FB}-\u{1F3FF}\u{1F9B0}-\u{1F9B3}]/u;
   const re_placeholder = /\{[A-Za-z0-9_]*\}/g;
@@ -32,7 +33,7 @@
 
   function translatable(text) {
     return text.length > 0 && re_letter.test(text) && !re_no_words.test(text) && !re_measure.test(text) &&
-      !re_emoji.test(text);
+      !re_dotted.test(text) && !re_emoji.test(text);
   }
 
   function compileTemplates(map) {
@@ -121,7 +122,8 @@
       let rec = all[name];
       if (rec && current === rec.shown && rec.gen === state.generation) continue;
       if (!rec || current !== rec.shown) rec = {en: current};
-      if (skipElement(el)) continue;
+      // a textarea's text is the user's, but its placeholder and title are ours
+      if (el.tagName === "TEXTAREA" ? !el.parentElement || skipElement(el.parentElement) : skipElement(el)) continue;
       const shown = lookup(rec.en) ?? rec.en;
       rec.shown = shown;
       rec.gen = state.generation;
@@ -159,13 +161,17 @@
     if (root.nodeType === Node.TEXT_NODE) { translateText(root); return; }
     if (root.nodeType !== Node.ELEMENT_NODE && root.nodeType !== Node.DOCUMENT_FRAGMENT_NODE) return;
     if (root.nodeType === Node.ELEMENT_NODE) {
+      if (root.tagName === "TEXTAREA") translateAttributes(root);
       if (SKIP_TAGS.has(root.tagName)) return;
       translateAttributes(root);
       if (root.tagName === "INPUT" && root.getAttribute("role") === "combobox") hookCombobox(root);
     }
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT, {
       acceptNode(n) {
-        if (n.nodeType === Node.ELEMENT_NODE && SKIP_TAGS.has(n.tagName)) return NodeFilter.FILTER_REJECT;
+        if (n.nodeType === Node.ELEMENT_NODE && SKIP_TAGS.has(n.tagName)) {
+          if (n.tagName === "TEXTAREA") translateAttributes(n);
+          return NodeFilter.FILTER_REJECT;
+        }
         return NodeFilter.FILTER_ACCEPT;
       },
     });
