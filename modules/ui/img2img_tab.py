@@ -144,7 +144,7 @@ def build(rt, native_size: int = 512) -> dict:
                 written = rt.img2img_folder(GenerationParams(**kw, styles=list(styles or [])), Path(b_in),
                                             Path(b_out), Path(b_mask) if b_mask else None)
                 yield ("", [str(w) for w in written], f"{len(written)} images written to {b_out}", "", "",
-                       gr.skip(), gr.skip(), gr.skip(), "")
+                       gr.skip(), gr.skip(), gr.skip(), progress.remembered(""))
                 return
             mask = None
             if mode_name == "Sketch":
@@ -167,7 +167,8 @@ def build(rt, native_size: int = 512) -> dict:
             job = rt.submit_generate(p)
         except (ValueError, KeyError, NoModelError, RuntimeError, OSError) as exc:
             log.info("img2img failed: %s", exc)
-            yield ("", *common.failed_values(str(exc.args[0] if isinstance(exc, KeyError) else exc)), "")
+            yield ("", *common.failed_values(str(exc.args[0] if isinstance(exc, KeyError) else exc)),
+                   progress.remembered(""))
             return
         yield from progress.follow(job, view, finish, len(results))
 

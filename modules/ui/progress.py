@@ -96,10 +96,10 @@ def follow(job: Job, view: ProgressView, finish: Callable[[Job], tuple], n_resul
     """Yields (progress html, *results, task id): the bar while the job runs (results unchanged), then an empty
     bar, finish(job)'s results, and an empty task id, so that the page forgets the finished job."""
     skip = tuple(gr.skip() for _ in range(n_results))
-    yield (view.render(job), *skip, job.state.id)
+    yield (view.render(job), *skip, remembered(job.state.id))
     while not job.done.wait(POLL_S):
         yield (view.render(job), *skip, gr.skip())
-    yield ("", *finish(job), "")
+    yield ("", *finish(job), remembered(""))
 
 
 def job_error(job: Job) -> str | None:
@@ -117,7 +117,12 @@ def job_error(job: Job) -> str | None:
 
 def task_state(tab: str) -> gr.BrowserState:
     """The id of the tab's running job, kept in localStorage across page reloads."""
-    return gr.BrowserState("", storage_key=f"sd_webui_{tab}_task")
+    return gr.BrowserState(remembered(""), storage_key=f"sd_webui_{tab}_task")
+
+
+def remembered(task_id: str) -> dict:
+    # a dict, not the bare id: Gradio's BrowserState does not write falsy values, so "" would never clear the id
+    return {"task": task_id}
 
 
 def reattach_on_load(queue, view: ProgressView, bar: gr.HTML, state: gr.BrowserState, results: list,
@@ -125,10 +130,11 @@ def reattach_on_load(queue, view: ProgressView, bar: gr.HTML, state: gr.BrowserS
     """On page load: if the remembered job is still known to the queue, follow it again (bar, then result)."""
     n_results = len(results)
 
-    def reattach(task_id):
+    def reattach(stored):
+        task_id = stored.get("task") if isinstance(stored, dict) else None
         job = queue.find(task_id) if task_id else None
         if job is None:  # nothing running, or the server forgot it (a restart): forget the id too
-            yield ("", *(gr.skip() for _ in range(n_results)), "")
+            yield ("", *(gr.skip() for _ in range(n_results)), remembered(""))
             return
         yield from follow(job, view, finish, n_results)
 

@@ -64,7 +64,7 @@ def build(rt, native_size: int = 512) -> dict:
         except (ValueError, KeyError, NoModelError, RuntimeError, OSError) as exc:
             log.info("txt2img failed: %s", exc)
             message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
-            yield ("", *common.failed_values(message), "")
+            yield ("", *common.failed_values(message), progress.remembered(""))
             return
         yield from progress.follow(job, view, finish, len(results))
 
