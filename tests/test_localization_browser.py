@@ -281,3 +281,33 @@ def test_settings_choice_applies_live_and_persists_across_restart(l10n_server):
         wait_saved(restarted, "None")
     finally:
         restarted.stop()
+
+
+def test_messages_numbers_names_and_rtl(l10n_server):
+    (l10n_server.locs / "he_IL.json").write_text('{"rtl": true, "Generate": "צור"}', encoding="utf-8")
+    try:
+        with browser_page() as page:
+            open_ui(page, l10n_server)
+            page.evaluate("() => window.sdLocalization.use('zh_CN')")
+            cases = {
+                # progress lines are translated part by part; numbers stay
+                "Batch 1/2 · Step 3/20 · 15% · ETA: 2s": "批次 1/2 · 步数 3/20 · 15% · 预计剩余时间：2s",
+                "Waiting...": "等待中...",
+                "Saved to /data/outputs/txt2img-images": "已保存到 /data/outputs/txt2img-images",
+                "steps: must be a whole number from 1 to 150, got 0": "steps：必须是 1 到 150 之间的整数，当前为 0",
+                "3 settings changed: sd_vae, localization, CLIP_stop_at_last_layers.":
+                    "3 项设置已更改：sd_vae, localization, CLIP_stop_at_last_layers。",
+                # not translated: numbers, sizes, counters, file names, emoji, unknown text
+                "512": None, "0.75": None, "64x64": None, "0/75": None, "1.5s": None, "tiny_sd1.safetensors": None,
+                "🎲": None, "a red square": None,
+            }
+            got = page.evaluate("(texts) => texts.map(t => window.sdLocalization.lookup(t))", list(cases))
+            assert dict(zip(cases, got)) == cases
+            page.evaluate("() => window.sdLocalization.use('he_IL')")
+            assert page.evaluate("() => document.documentElement.dir") == "rtl"
+            assert page.locator("#txt2img_generate").inner_text().strip() == "צור"
+            page.evaluate("() => window.sdLocalization.use('None')")
+            assert page.evaluate("() => document.documentElement.dir") == "ltr"
+            assert page.locator("#txt2img_generate").inner_text().strip() == "Generate"
+    finally:
+        (l10n_server.locs / "he_IL.json").unlink()

@@ -47,7 +47,8 @@
       key.replace(re_placeholder, m => { names.push(m); return m; });
       if (!names.length) continue;
       let source = pattern[0];
-      for (let i = 0; i < names.length; i++) source += "([\\s\\S]+?)" + pattern[i + 1];
+      // a placeholder never spans the " · " between the parts of a status line
+      for (let i = 0; i < names.length; i++) source += "((?:(?! · )[\\s\\S])+?)" + pattern[i + 1];
       out.push({re: new RegExp("^" + source + "$", "u"), names, value: map[key]});
     }
     return out;
