@@ -279,3 +279,36 @@ def test_bad_input_gets_a_message_naming_the_field(tiny_sd1, tiny_sd1_b, tmp_pat
     with pytest.raises(MergeError, match=message):
         merge_checkpoints(MergeRequest(**fields), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_merge_job_on_the_queue_leaves_the_loaded_model_alone(tiny_sd1, tiny_sd1_b, tmp_path):
+    from modules import cmd_args
+    from modules.jobs import Interrupted, JobState
+    from modules.runtime import Runtime
+    from modules.ui import merger_tab
+    from tests.conftest import make_data_dir
+
+    data = make_data_dir(tmp_path / "data", tiny_sd1, tiny_sd1_b)
+    rt = Runtime(cmd_args.parse(["--data-dir", str(data), "--no-half"], env={}))
+    rt.load_startup_model()
+    loaded = rt.models.model
+    assert merger_tab.output_dir(rt) == data / "models" / "Stable-diffusion"
+
+    a, b = (rt.registry.find_checkpoint(n) for n in ("tiny_sd1.safetensors", "tiny_sd1_b.safetensors"))
+    request = MergeRequest(ModelRef(a.filename, a.model_name), ModelRef(b.filename, b.model_name), multiplier=0.5)
+    stopped = JobState(id="stopped", interrupted=True)
+    with pytest.raises(Interrupted):
+        merger_tab._merge_job(rt, request, stopped)
+    assert sorted(p.name for p in merger_tab.output_dir(rt).iterdir()) == ["tiny_sd1.safetensors",
+                                                                          "tiny_sd1_b.safetensors"]
+
+    job = rt.queue.submit(lambda state: merger_tab._merge_job(rt, request, state), "model merge")
+    result = job.wait(120)
+    assert job.state.sampling_step == job.state.sampling_steps == result.tensors  # progress for /progress
+    assert request.primary.sha256 == a.sha256  # the registry's cached hash was used for the recipe
+    rt.registry.refresh()
+    merged = rt.registry.find_checkpoint(result.path.name)
+    assert merged is not None and merged.title in rt.registry.titles()
+    assert rt.models.model is loaded  # the merge did not unload or switch the model
+    rt.switch_checkpoint(merged.title)
+    assert rt.models.model.info.filename == result.path

@@ -81,11 +81,11 @@ def _poll(condition, timeout: float, message: str):
 
 
 def _titles(server) -> dict[str, str]:
-    return {m["model_name"]: m["title"] for m in requests.get(server.api("sd-models"), timeout=30).json()}
+    return {m["model_name"]: m["title"] for m in requests.get(server.api("sd-models"), timeout=60).json()}
 
 
 def test_merge_in_the_browser_then_load_and_generate(server):
-    original = requests.get(server.api("options"), timeout=10).json()["sd_model_checkpoint"]
+    original = requests.get(server.api("options"), timeout=60).json()["sd_model_checkpoint"]
     titles = _titles(server)
     target = server.data_dir / "models" / "Stable-diffusion" / f"{MERGED}.safetensors"
     try:
@@ -117,10 +117,10 @@ def test_merge_in_the_browser_then_load_and_generate(server):
             assert new_title in message
             assert new_title in _options_of(page, "modelmerger_primary_model_name")
             # the current model was not disturbed by the merge
-            assert requests.get(server.api("options"), timeout=10).json()["sd_model_checkpoint"] == original
+            assert requests.get(server.api("options"), timeout=60).json()["sd_model_checkpoint"] == original
 
             _choose(page, "setting_sd_model_checkpoint", new_title)  # an option of the top bar's dropdown now
-            _poll(lambda: requests.get(server.api("options"), timeout=10).json()["sd_model_checkpoint"] == new_title,
+            _poll(lambda: requests.get(server.api("options"), timeout=60).json()["sd_model_checkpoint"] == new_title,
                   180, "the merged model did not load")
             assert page.locator("#checkpoint_status .sd-error").count() == 0
 
