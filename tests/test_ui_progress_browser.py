@@ -61,12 +61,13 @@ def _gradient(size: int = 64) -> Image.Image:
 
 
 def _red_strokes(canvas, left: float, top: float, scale: float, size: int):
-    """Where the (red, default-colour) brush shows on the image, in image pixels; None while nothing shows."""
+    """Where the (red, default-colour) brush shows on the image, in image pixels, as a 1-tuple (poll needs a plain
+    truth value); None while nothing shows."""
     shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
     centres = ((np.arange(size) + 0.5) * scale).astype(int)
     view = shot[int(top) + centres[:, None], int(left) + centres[None, :]]
     mask = (view[..., 0] >= 200) & (view[..., 1] <= 60) & (view[..., 2] <= 60)
-    return mask if mask.any() else None
+    return (mask,) if mask.any() else None
 
 
 def sketch_on(page, editor_id: str, source_path, size: int):
@@ -84,7 +85,7 @@ def sketch_on(page, editor_id: str, source_path, size: int):
     for i in range(1, 4):
         page.mouse.move(box["x"] + left + (3 + i) * scale, box["y"] + top + (3 + i) * scale, steps=2)
     page.mouse.up()
-    return poll(lambda: _red_strokes(canvas, left, top, scale, size), 60, "nothing was drawn")
+    return poll(lambda: _red_strokes(canvas, left, top, scale, size), 60, "nothing was drawn")[0]
 
 
 def small_img2img_settings(page, seed: int, denoise: float) -> None:
@@ -125,6 +126,22 @@ def test_progress_html_and_failed_job_message():
     assert last[0] == "" and last[2] == {"task": ""}
     assert last[1] == "Generation failed: ZeroDivisionError: division by zero"
     assert "Traceback" not in last[1]
+
+
+def test_sketch_composite_and_mask():
+    from modules.ui.img2img_tab import sketch_from_editor
+
+    background = _gradient(16).convert("RGBA")
+    layer = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    layer.paste((255, 0, 0, 255), (2, 3, 6, 8))
+    image, mask = sketch_from_editor({"background": background, "layers": [layer], "composite": None})
+    arr, src, m = np.asarray(image), np.asarray(background.convert("RGB")), np.asarray(mask) > 0
+    assert image.mode == "RGB" and image.size == (16, 16)
+    assert (arr[3:8, 2:6] == [255, 0, 0]).all()            # the strokes' colour is in the init image ...
+    assert m[3:8, 2:6].all() and m.sum() == 4 * 5          # ... and they are the mask
+    assert (arr[~m] == src[~m]).all()                      # everything else is the picture, untouched
+    assert sketch_from_editor({"background": background, "layers": []})[1] is None  # nothing drawn: no mask
+    assert sketch_from_editor(None) == (None, None)
 
 
 # --- browser tests ------------------------------------------------------------------------------------------------
