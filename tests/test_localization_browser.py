@@ -144,6 +144,7 @@ def test_generate_in_chinese_keeps_values_and_infotext_english(l10n_server):
     with browser_page() as page:
         open_ui(page, l10n_server)
         page.evaluate("() => window.sdLocalization.use('zh_CN')")
+        page.evaluate("() => window.sdLocalization.startCollecting()")  # progress, results, errors as they show
         page.locator("#txt2img_prompt textarea").fill("a red square")
         for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 2)):
             set_number(page, elem_id, value)
@@ -169,6 +170,10 @@ def test_generate_in_chinese_keeps_values_and_infotext_english(l10n_server):
                      "Size: 64x64"):
             assert part in info, (part, info)
         assert not any("\u4e00" <= ch <= "\u9fff" for ch in info), info  # no Chinese leaked into the infotext
+        # Save: the message is translated, the file name in it is not
+        page.locator("#txt2img_save").click()
+        page.wait_for_function("() => /^已保存：.+-4242-a red square\\.png$/.test("
+                               "document.querySelector('#html_info_txt2img').innerText.trim())")
 
         # an error message shown in the page is translated; the field name it names stays English
         set_number(page, "txt2img_width", 100)
@@ -178,6 +183,9 @@ def test_generate_in_chinese_keeps_values_and_infotext_english(l10n_server):
         page.wait_for_function("() => document.querySelector('#html_info_txt2img .sd-error').innerText"
                                ".includes('必须是 8 的倍数')")
         assert "width" in error.inner_text()
+        # nothing shown during and after the generation (progress bar, results, the error) lacked a translation
+        missing = page.evaluate("() => window.sdLocalization.missing()")
+        assert missing == [], missing
 
 
 def test_every_ui_string_has_a_chinese_translation(l10n_server):

@@ -11,12 +11,14 @@
   // Dropdowns whose choices are names (models, files, styles, samplers, languages): their label is translated, the
   // choices are not.
   const NAME_LISTS = ["#setting_sd_model_checkpoint", "[id$='_styles']", "[id$='_sampling']", "[id$='_model_name']",
-                      "#localization_switch", "#setting_localization", ".sd-names"].join(",");
+                      "#localization_switch", "#setting_localization", ".sd-names",
+                      ".file-preview"].join(",");
   const SKIP_TAGS = new Set(["SCRIPT", "STYLE", "TEXTAREA", "NOSCRIPT", "svg", "SVG", "CODE", "PRE"]);
   const ATTRIBUTES = ["title", "placeholder"];
   const re_no_words = /^[\s\d.,:;!?/\\|()\[\]{}%+\-*=<>#x×·…—–'"]*$/u;  // numbers, sizes (512x512), counters (0/75)
-  const re_measure = /^[\d.,:\/\s]+(s|ms|px|it\/s|s\/it)?$/u;  // timers and rates: 0.5s, 1.2/3.4s, 2.1it/s
-  const re_dotted = /^[\w-]+(\.[\w-]+)+$/u;  // file names and identifiers: model.safetensors, common.complete
+  // timers, rates and sizes: 0.5s, 1.2/3.4s, 2.1it/s, 11.5 KB
+  const re_measure = /^[\d.,:\/\s]+(s|ms|px|it\/s|s\/it|B|KB|kB|MB|GB)?$/u;
+  const re_dotted = /^[\w-]*(\.[\w-]+)+$/u;  // file names, extensions, ids: model.safetensors, .png, common.complete
   const re_letter = /\p{L}/u;
   const re_emoji = /[\p{Extended_Pictographic}\u{1F3FB}-\u{1F3FF}\u{1F9B0}-\u{1F9B3}]/u;
   const re_placeholder = /\{[A-Za-z0-9_]*\}/g;
