@@ -227,7 +227,7 @@ def _painted(canvas, left: float, top: float, scale: float, size: int):
     centres = ((np.arange(size) + 0.5) * scale).astype(int)
     view = shot[int(top) + centres[:, None], int(left) + centres[None, :]]
     mask = np.all(view >= 250, axis=2)
-    return mask if mask.any() else None
+    return (mask,) if mask.any() else None  # a tuple: poll() tests truthiness, which an array does not have
 
 
 def test_paint_a_mask_and_inpaint(server, tmp_path):
@@ -252,7 +252,7 @@ def test_paint_a_mask_and_inpaint(server, tmp_path):
         for i in range(1, 4):
             page.mouse.move(box["x"] + left + (3 + i) * scale, box["y"] + top + (3 + i) * scale, steps=2)
         page.mouse.up()
-        painted = poll(lambda: _painted(canvas, left, top, scale, source.width), 60, "nothing was painted")
+        (painted,) = poll(lambda: _painted(canvas, left, top, scale, source.width), 60, "nothing was painted")
         set_number(page, "img2img_width", 64)
         set_number(page, "img2img_height", 64)
         set_number(page, "img2img_steps", 2)
