@@ -261,36 +261,6 @@ def test_broken_file_is_reported_and_the_ui_still_works(l10n_server):
         switch_language(page, "None")
 
 
-def test_settings_choice_applies_live_and_persists_across_restart(l10n_server):
-    with browser_page() as page:
-        open_ui(page, l10n_server)
-        page.locator("#tab_settings-button").click()
-        page.locator("#settings_user_interface-button").click()
-        box = page.locator("#setting_localization input[role=combobox]")
-        box.click()
-        page.locator(f"#{box.get_attribute('aria-controls')} [role=option][aria-label='zh_CN']").click()
-        page.locator("#settings_submit").click()
-        page.wait_for_function("() => window.sdLocalization.name === 'zh_CN'")
-        page.wait_for_function("() => document.getElementById('tab_txt2img-button').innerText.trim() === '文生图'")
-        assert page.locator("#localization_switch input[role=combobox]").input_value() == "zh_CN"
-    wait_saved(l10n_server, "zh_CN")
-
-    l10n_server.stop()
-    restarted = start_server(l10n_server.data_dir, *l10n_server.args)
-    try:
-        assert requests.get(restarted.api("options"), timeout=30).json()["localization"] == "zh_CN"
-        with browser_page() as page:
-            open_ui(page, restarted)  # no action: the page opens in Chinese
-            page.wait_for_function("() => document.getElementById('tab_txt2img-button').innerText.trim() === '文生图'")
-            assert page.locator("#txt2img_generate").inner_text().strip() == "生成"
-            assert page.locator("#localization_switch input[role=combobox]").input_value() == "zh_CN"
-            switch_language(page, "None")
-            page.wait_for_function("() => document.getElementById('txt2img_generate').innerText.trim() === 'Generate'")
-        wait_saved(restarted, "None")
-    finally:
-        restarted.stop()
-
-
 def test_messages_numbers_names_and_rtl(l10n_server):
     (l10n_server.locs / "he_IL.json").write_text('{"rtl": true, "Generate": "צור"}', encoding="utf-8")
     try:
@@ -319,3 +289,34 @@ def test_messages_numbers_names_and_rtl(l10n_server):
             assert page.locator("#txt2img_generate").inner_text().strip() == "Generate"
     finally:
         (l10n_server.locs / "he_IL.json").unlink()
+
+
+# last: it restarts the module's server
+def test_settings_choice_applies_live_and_persists_across_restart(l10n_server):
+    with browser_page() as page:
+        open_ui(page, l10n_server)
+        page.locator("#tab_settings-button").click()
+        page.locator("#settings_user_interface-button").click()
+        box = page.locator("#setting_localization input[role=combobox]")
+        box.click()
+        page.locator(f"#{box.get_attribute('aria-controls')} [role=option][aria-label='zh_CN']").click()
+        page.locator("#settings_submit").click()
+        page.wait_for_function("() => window.sdLocalization.name === 'zh_CN'")
+        page.wait_for_function("() => document.getElementById('tab_txt2img-button').innerText.trim() === '文生图'")
+        assert page.locator("#localization_switch input[role=combobox]").input_value() == "zh_CN"
+    wait_saved(l10n_server, "zh_CN")
+
+    l10n_server.stop()
+    restarted = start_server(l10n_server.data_dir, *l10n_server.args)
+    try:
+        assert requests.get(restarted.api("options"), timeout=30).json()["localization"] == "zh_CN"
+        with browser_page() as page:
+            open_ui(page, restarted)  # no action: the page opens in Chinese
+            page.wait_for_function("() => document.getElementById('tab_txt2img-button').innerText.trim() === '文生图'")
+            assert page.locator("#txt2img_generate").inner_text().strip() == "生成"
+            assert page.locator("#localization_switch input[role=combobox]").input_value() == "zh_CN"
+            switch_language(page, "None")
+            page.wait_for_function("() => document.getElementById('txt2img_generate').innerText.trim() === 'Generate'")
+        wait_saved(restarted, "None")
+    finally:
+        restarted.stop()
