@@ -138,7 +138,8 @@ def train(args) -> dict:
     vae = vae.to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     np_rng = np.random.default_rng(args.seed)
-    step = 0
+    step = rewarm_from = 0
+    blob: dict = {}
     meta = {"variant": args.variant, "steps": args.steps, "batch": args.batch, "lr": args.lr,
             "init_logvar": args.init_logvar, "init_from": getattr(args, "init_from", None),
             "kl_weight": args.kl_weight, "seed": args.seed, "precision": args.precision}
@@ -151,6 +152,17 @@ def train(args) -> dict:
         step = ck["step"]
         common.restore_rng(ck["rng"], np_rng)
         print(f"resumed {ckpt_path} at step {step}")
+    elif (out / "vae.pt").exists() and not args.restart:
+        # Only the weights travel between sessions (vae.pt, committed to git: 13 MB instead of the 39 MB of ckpt.pt
+        # with the optimiser). Resume from them with a fresh optimiser, warmed up again, and a data stream seeded by
+        # the step, so the same command still continues the run instead of overwriting it with a new one.
+        blob = common.load_checkpoint(out / "vae.pt")
+        if blob["meta"]["variant"] != args.variant:
+            raise SystemExit(f"{out / 'vae.pt'} is a {blob['meta']['variant']} autoencoder; use --restart")
+        vae.load_state_dict(blob["state_dict"])
+        step = rewarm_from = int(blob["step"])
+        np_rng = np.random.default_rng([args.seed, step])
+        print(f"resumed the weights of {out / 'vae.pt'} at step {step} (fresh optimiser)")
     log = common.CsvLog(out / "log.csv", ["step", "loss", "l1", "mse", "kl", "lr", "sec_per_step", "elapsed_min"],
                         step)
     elog = common.CsvLog(out / "eval.csv", ["step", "psnr", "psnr_min", "latent_mean", "latent_std", "scale_factor",
@@ -159,9 +171,7 @@ def train(args) -> dict:
     (out / "config.json").write_text(json.dumps({"vae": cfg, "meta": meta,
                                                  "params": common.param_count(vae)}, indent=1))
     eval_images = heldout_eval_images()
-    elapsed0 = 0.0
-    if ckpt_path.exists() and not args.restart:
-        elapsed0 = float(ck.get("elapsed", 0.0))
+    elapsed0 = float((ck if ckpt_path.exists() and not args.restart else blob if step else {}).get("elapsed", 0.0))
 
     def checkpoint(final: bool = False) -> dict:
         metrics = evaluate(vae, device, eval_images)
@@ -170,7 +180,7 @@ def train(args) -> dict:
         common.save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
                             "rng": common.rng_state(np_rng), "meta": meta, "elapsed": elapsed}, ckpt_path)
         common.save_atomic({"config": cfg, "state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
-                            "step": step, "metrics": metrics, "meta": meta}, out / "vae.pt")
+                            "step": step, "metrics": metrics, "meta": meta, "elapsed": elapsed}, out / "vae.pt")
         elog.write(step=step, elapsed_min=elapsed / 60, **metrics)
         bar.write(f"[vae] step {step}: held-out PSNR {metrics['psnr']:.2f} dB (min {metrics['psnr_min']:.2f}), "
                   f"latent std {metrics['latent_std']:.3f}" + (" (final)" if final else ""))
@@ -186,6 +196,8 @@ def train(args) -> dict:
     metrics = None
     while step < args.steps:
         lr = common.cosine_lr(step, args.steps, args.lr, args.warmup)
+        if rewarm_from:
+            lr *= min(1.0, (step - rewarm_from + 1) / args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         imgs, _ = data.make_batch(np_rng, args.batch, "train")
