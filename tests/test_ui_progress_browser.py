@@ -126,6 +126,9 @@ def test_progress_html_and_failed_job_message():
     assert last[0] == "" and last[2] == {"task": ""}
     assert last[1] == "Generation failed: ZeroDivisionError: division by zero"
     assert "Traceback" not in last[1]
+    job.error = MemoryError("cannot allocate 12 GiB")
+    message = progress.job_error(job)
+    assert message.startswith("Out of memory: try a smaller width/height") and "12 GiB" in message
 
 
 def test_sketch_composite_and_mask():

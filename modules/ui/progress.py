@@ -109,6 +109,9 @@ def job_error(job: Job) -> str | None:
         return None
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # CPU RAM or torch's CUDA OOM
+        return ("Out of memory: try a smaller width/height or batch size, or start with --medvram/--lowvram "
+                f"({type(exc).__name__}: {exc})")
     if isinstance(exc, EXPECTED_ERRORS):
         return str(exc) or type(exc).__name__
     log.error("job %s failed: %s: %s", job.state.id, type(exc).__name__, exc)
