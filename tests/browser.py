@@ -1,11 +1,16 @@
-"""Headless Chromium (Debian's package) driven by Playwright, for the UI tests."""
+"""Headless Chromium (Debian's package) driven by Playwright, for the UI tests, and the helpers they share."""
 from __future__ import annotations
 
+import io
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
+import requests
+from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -36,3 +41,72 @@ def browser_page(width: int = 1280, height: int = 800):
 def screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+# --- page helpers shared by the browser tests ---------------------------------------------------------------
+GENERATE_TIMEOUT = 240_000  # ms; CPU generation shares two cores with whatever else runs on the machine
+
+
+def open_ui(page, server) -> None:
+    page.goto(server.url + "/")
+    page.locator("#txt2img_prompt textarea").wait_for(state="visible")
+    # the checkpoint dropdown is refreshed by a load event; let it settle before anything touches it
+    page.locator("#setting_sd_model_checkpoint [data-testid=status-tracker].hide").wait_for(state="attached")
+
+
+def open_tab(page, tab_id: str) -> None:
+    button = page.locator(f"#{tab_id}-button")
+    button.click()
+    page.wait_for_function("(id) => document.getElementById(id + '-button').getAttribute('aria-selected') === 'true'",
+                           arg=tab_id)
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """A slider's number box (or a gr.Number): type the value and commit it with Enter."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=number]`).value === v",
+                           arg=[elem_id, str(value)])
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    """Pick an option of a gr.Dropdown by its exact text."""
+    box = page.locator(f"#{elem_id} input[role=combobox]")
+    box.click()
+    listbox = box.get_attribute("aria-controls")
+    page.locator(f"#{listbox} [role=option][aria-label=\"{option}\"]").click()
+    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[role=combobox]`).value === v",
+                           arg=[elem_id, option])
+
+
+def wait_info(page, tab: str, needle: str, timeout: float = GENERATE_TIMEOUT) -> str:
+    """Wait until the tab's generation info contains `needle` (or an error shows up, which fails the test)."""
+    page.wait_for_function(
+        """([tab, needle]) => {
+             const info = document.querySelector(`#generation_info_${tab} textarea`);
+             return (info && info.value.includes(needle)) || document.querySelector(`#html_info_${tab} .sd-error`);
+           }""", arg=[tab, needle], timeout=timeout)
+    error = page.locator(f"#html_info_{tab} .sd-error")
+    assert error.count() == 0, f"{tab} failed: {error.inner_text()}"
+    return page.locator(f"#generation_info_{tab} textarea").input_value()
+
+
+def gallery_image(page, server, tab: str) -> Image.Image:
+    """The first image of a tab's gallery, downloaded through the URL the page shows it from."""
+    img = page.locator(f"#{tab}_gallery img").first
+    img.wait_for(state="visible")
+    response = requests.get(urljoin(server.url + "/", img.get_attribute("src")), timeout=30)
+    response.raise_for_status()
+    return Image.open(io.BytesIO(response.content))
+
+
+def poll(condition, timeout: float, message: str):
+    """Call `condition` until it returns something truthy; the sleep is a polling interval, not synchronisation."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(message)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import base64
-import io
-import json
 import threading
 import time
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from modules.engine import image_ops, processing, rng
+from modules.engine import image_ops, rng
 from modules.engine.params import ParamError
 from tests.engine_helpers import load_tiny, pixels, run
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.browser import browser_page, screenshot
+from tests.browser import browser_page, screenshot, set_number
 from tests.conftest import make_data_dir, start_server
 from tests.localization_helpers import REVEAL_JS, collect_missing, open_ui, switch_language
 
@@ -68,12 +68,6 @@ def shown_value(page, elem_id: str) -> str:
                               .get.call(document.querySelector(`#${id} input[role=combobox]`))""", elem_id)
 
 
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=number]`).value === v",
-                           arg=[elem_id, str(value)])
 
 
 def config(server) -> dict:

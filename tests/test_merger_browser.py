@@ -2,12 +2,11 @@
 merge shows its result, the new model appears in the top bar's checkpoint dropdown, loads and generates."""
 from __future__ import annotations
 
-import time
 
 import pytest
 import requests
 
-from tests.browser import browser_page, screenshot
+from tests.browser import browser_page, choose, open_tab, open_ui, poll, screenshot, set_number
 
 pytestmark = pytest.mark.browser
 
@@ -15,26 +14,10 @@ SLOW = 240_000  # ms; CPU work shares two cores with whatever else runs on the m
 MERGED = "zz_browser_merge"  # sorts after the fixture's models, so it never becomes anyone's default
 
 
-def _open_ui(page, server) -> None:
-    page.goto(server.url + "/")
-    page.locator("#txt2img_prompt textarea").wait_for(state="visible")
-    # the top bar's checkpoint dropdown is refreshed by a load event; let it settle first
-    page.locator("#setting_sd_model_checkpoint [data-testid=status-tracker].hide").wait_for(state="attached")
 
 
-def _open_tab(page, elem_id: str) -> None:
-    page.locator(f"#{elem_id}-button").click()
-    page.wait_for_function("(id) => document.getElementById(id + '-button').getAttribute('aria-selected') === 'true'",
-                           arg=elem_id)
 
 
-def _choose(page, elem_id: str, option: str) -> None:
-    box = page.locator(f"#{elem_id} input[role=combobox]")
-    box.click()
-    listbox = box.get_attribute("aria-controls")
-    page.locator(f"#{listbox} [role=option][aria-label=\"{option}\"]").click()
-    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[role=combobox]`).value === v",
-                           arg=[elem_id, option])
 
 
 def _options_of(page, elem_id: str) -> list[str]:
@@ -48,12 +31,6 @@ def _options_of(page, elem_id: str) -> list[str]:
     return names
 
 
-def _set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=number]`).value === v",
-                           arg=[elem_id, str(value)])
 
 
 def _merge_and_wait(page, expect: str) -> str:
@@ -70,14 +47,6 @@ def _merge_and_wait(page, expect: str) -> str:
     return result.inner_text()
 
 
-def _poll(condition, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)  # polling interval; the loop ends on the condition or the deadline
-    raise AssertionError(message)
 
 
 def _titles(server) -> dict[str, str]:
@@ -90,10 +59,10 @@ def test_merge_in_the_browser_then_load_and_generate(server):
     target = server.data_dir / "models" / "Stable-diffusion" / f"{MERGED}.safetensors"
     try:
         with browser_page() as page:
-            _open_ui(page, server)
-            _open_tab(page, "tab_modelmerger")
-            _choose(page, "modelmerger_primary_model_name", titles["tiny_sd1"])
-            _choose(page, "modelmerger_secondary_model_name", titles["tiny_sd1_b"])
+            open_ui(page, server)
+            open_tab(page, "tab_modelmerger")
+            choose(page, "modelmerger_primary_model_name", titles["tiny_sd1"])
+            choose(page, "modelmerger_secondary_model_name", titles["tiny_sd1_b"])
 
             # Add difference without C: a message naming the field, and nothing written
             page.locator("#modelmerger_interp_method label", has_text="Add difference").click()
@@ -103,7 +72,7 @@ def test_merge_in_the_browser_then_load_and_generate(server):
             assert sorted(target.parent.iterdir()) == files_before
 
             page.locator("#modelmerger_interp_method label", has_text="Weighted sum").click()
-            _set_number(page, "modelmerger_interp_amount", 0.5)
+            set_number(page, "modelmerger_interp_amount", 0.5)
             page.locator("#modelmerger_custom_name input, #modelmerger_custom_name textarea").fill(MERGED)
             page.locator("#modelmerger_save_as_half input").check()
             message = _merge_and_wait(page, "Checkpoint saved to")
@@ -119,16 +88,16 @@ def test_merge_in_the_browser_then_load_and_generate(server):
             # the current model was not disturbed by the merge
             assert requests.get(server.api("options"), timeout=60).json()["sd_model_checkpoint"] == original
 
-            _choose(page, "setting_sd_model_checkpoint", new_title)  # an option of the top bar's dropdown now
-            _poll(lambda: requests.get(server.api("options"), timeout=60).json()["sd_model_checkpoint"] == new_title,
+            choose(page, "setting_sd_model_checkpoint", new_title)  # an option of the top bar's dropdown now
+            poll(lambda: requests.get(server.api("options"), timeout=60).json()["sd_model_checkpoint"] == new_title,
                   180, "the merged model did not load")
             assert page.locator("#checkpoint_status .sd-error").count() == 0
 
-            _open_tab(page, "tab_txt2img")
+            open_tab(page, "tab_txt2img")
             page.locator("#txt2img_prompt textarea").fill("a merged square")
-            _set_number(page, "txt2img_width", 64)
-            _set_number(page, "txt2img_height", 64)
-            _set_number(page, "txt2img_steps", 2)
+            set_number(page, "txt2img_width", 64)
+            set_number(page, "txt2img_height", 64)
+            set_number(page, "txt2img_steps", 2)
             page.locator("#txt2img_seed input").fill("8642")
             page.locator("#txt2img_generate").click()
             page.wait_for_function(

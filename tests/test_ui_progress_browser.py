@@ -14,9 +14,9 @@ import requests
 from PIL import Image
 
 from modules.engine import image_ops
-from tests.browser import browser_page, screenshot
-from tests.test_ui_tabs_browser import (GENERATE_TIMEOUT, _find_image, gallery_image, open_tab, open_ui, poll,
-                                        set_number, small_txt2img, wait_info)
+from tests.browser import (GENERATE_TIMEOUT, browser_page, gallery_image, open_tab, open_ui, poll, screenshot,
+                           set_number, wait_info)
+from tests.test_ui_tabs_browser import _find_image, small_txt2img
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

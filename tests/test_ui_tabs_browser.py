@@ -4,8 +4,6 @@ layout on a narrow screen."""
 from __future__ import annotations
 
 import io
-import time
-from urllib.parse import urljoin
 
 import numpy as np
 import pytest
@@ -13,57 +11,10 @@ import requests
 from PIL import Image
 
 from modules.engine import image_ops
-from tests.browser import browser_page, screenshot
+from tests.browser import (browser_page, choose, gallery_image, open_tab, open_ui, poll, screenshot, set_number,
+                           wait_info)
 
 pytestmark = pytest.mark.browser
-
-GENERATE_TIMEOUT = 240_000  # ms; CPU generation shares two cores with whatever else runs on the machine
-
-
-# --- helpers ------------------------------------------------------------------------------------------------------
-def open_ui(page, server) -> None:
-    page.goto(server.url + "/")
-    page.locator("#txt2img_prompt textarea").wait_for(state="visible")
-    # the checkpoint dropdown is refreshed by a load event; let it settle before anything touches it
-    page.locator("#setting_sd_model_checkpoint [data-testid=status-tracker].hide").wait_for(state="attached")
-
-
-def open_tab(page, tab_id: str) -> None:
-    button = page.locator(f"#{tab_id}-button")
-    button.click()
-    page.wait_for_function("(id) => document.getElementById(id + '-button').getAttribute('aria-selected') === 'true'",
-                           arg=tab_id)
-
-
-def set_number(page, elem_id: str, value) -> None:
-    """A slider's number box (or a gr.Number): type the value and commit it with Enter."""
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=number]`).value === v",
-                           arg=[elem_id, str(value)])
-
-
-def choose(page, elem_id: str, option: str) -> None:
-    """Pick an option of a gr.Dropdown by its exact text."""
-    box = page.locator(f"#{elem_id} input[role=combobox]")
-    box.click()
-    listbox = box.get_attribute("aria-controls")
-    page.locator(f"#{listbox} [role=option][aria-label=\"{option}\"]").click()
-    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[role=combobox]`).value === v",
-                           arg=[elem_id, option])
-
-
-def wait_info(page, tab: str, needle: str, timeout: float = GENERATE_TIMEOUT) -> str:
-    """Wait until the tab's generation info contains `needle` (or an error shows up, which fails the test)."""
-    page.wait_for_function(
-        """([tab, needle]) => {
-             const info = document.querySelector(`#generation_info_${tab} textarea`);
-             return (info && info.value.includes(needle)) || document.querySelector(`#html_info_${tab} .sd-error`);
-           }""", arg=[tab, needle], timeout=timeout)
-    error = page.locator(f"#html_info_{tab} .sd-error")
-    assert error.count() == 0, f"{tab} failed: {error.inner_text()}"
-    return page.locator(f"#generation_info_{tab} textarea").input_value()
 
 
 def small_txt2img(page, prompt: str, seed: int, steps: int = 2, size: int = 64) -> str:
@@ -76,28 +27,8 @@ def small_txt2img(page, prompt: str, seed: int, steps: int = 2, size: int = 64) 
     return wait_info(page, "txt2img", f"Seed: {seed}")
 
 
-def gallery_image(page, server, tab: str) -> Image.Image:
-    """The first image of a tab's gallery, downloaded through the URL the page shows it from."""
-    img = page.locator(f"#{tab}_gallery img").first
-    img.wait_for(state="visible")
-    response = requests.get(urljoin(server.url + "/", img.get_attribute("src")), timeout=30)
-    response.raise_for_status()
-    return Image.open(io.BytesIO(response.content))
-
-
 def progress(server) -> dict:
     return requests.get(server.api("progress"), params={"skip_current_image": "true"}, timeout=10).json()
-
-
-def poll(condition, timeout: float, message: str):
-    """Call `condition` until it returns something truthy; the sleep is a polling interval, not synchronisation."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(message)
 
 
 # --- tests --------------------------------------------------------------------------------------------------------
