@@ -216,7 +216,7 @@ def train(args) -> dict:
             "batch": args.batch, "lr": args.lr, "seed": args.seed, "cond_drop": args.cond_drop,
             "min_snr": args.min_snr, "ema": args.ema, "precision": args.precision, "scale_factor": scale,
             "vae_step": vae_blob["step"], "n_data": n_data}
-    step, elapsed0 = 0, 0.0
+    step, elapsed0, rewarm_from = 0, 0.0, 0
     if ckpt_path.exists() and not args.restart:
         ck = common.load_checkpoint(ckpt_path)
         for k in ("unet_variant", "text_variant", "vae_step"):
@@ -229,6 +229,21 @@ def train(args) -> dict:
         step, elapsed0 = ck["step"], float(ck.get("elapsed", 0.0))
         common.restore_rng(ck["rng"])
         print(f"resumed {ckpt_path} at step {step}")
+    elif (out / "state.pt").exists() and not args.restart:
+        # Weights only (state.pt, small enough to commit between sessions; ckpt.pt adds the optimiser and the EMA):
+        # fresh optimiser with the learning rate warmed up again, EMA restarted from the weights (its horizon is
+        # 1 / (1 - 0.999) = 1000 steps, so it has caught up long before the export), step-seeded randomness.
+        st = common.load_checkpoint(out / "state.pt")
+        for k in ("unet_variant", "text_variant", "vae_step"):
+            if st["meta"][k] != meta[k]:
+                raise SystemExit(f"{out / 'state.pt'} was trained with {k}={st['meta'][k]}; use --restart")
+        unet.load_state_dict(st["unet"])
+        te.load_state_dict(st["text_encoder"])
+        ema = EMA([unet, te], args.ema)
+        step = rewarm_from = int(st["step"])
+        elapsed0 = float(st.get("elapsed", 0.0))
+        torch.manual_seed(args.seed * 1_000_003 + step)
+        print(f"resumed the weights of {out / 'state.pt'} at step {step} (fresh optimiser and EMA)")
     (out / "config.json").write_text(json.dumps({"unet": unet_cfg, "text_encoder": te_cfg, "meta": meta,
                                                  "params": {"unet": common.param_count(unet),
                                                             "text_encoder": common.param_count(te),
@@ -247,6 +262,8 @@ def train(args) -> dict:
         common.save_atomic({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "ema": ema.state_dict(),
                             "opt": opt.state_dict(), "step": step, "rng": common.rng_state(), "meta": meta,
                             "unet_config": unet_cfg, "text_config": te_cfg, "elapsed": elapsed}, ckpt_path)
+        common.save_atomic({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "step": step, "meta": meta,
+                            "elapsed": elapsed}, out / "state.pt")
         ema.swap()
         unet.eval(), te.eval()
         try:
@@ -277,6 +294,8 @@ def train(args) -> dict:
     res: dict = {}
     while step < args.steps:
         lr = common.cosine_lr(step, args.steps, args.lr, args.warmup)
+        if rewarm_from:
+            lr *= min(1.0, (step - rewarm_from + 1) / args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, n_data, (args.batch,))
