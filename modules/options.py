@@ -25,6 +25,22 @@ class OptionInfo:
         return type(self.default)
 
 
+# The top bar by default: checkpoint, VAE and clip skip (A1111's own default is the checkpoint alone).
+QUICKSETTINGS_DEFAULT = ("sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers")
+# Settings that cannot be quicksettings: internal ones, the list itself, and the language (the top bar has its own
+# Language switch).
+NOT_QUICKSETTINGS = {"sd_checkpoint_hash", "quicksettings_list", "localization"}
+
+
+def migrate(data: dict) -> dict:
+    """Upgrades a loaded config.json in place. The list used to be hidden and fixed at ["sd_model_checkpoint"] while
+    the top bar also showed VAE and clip skip; that saved value means "the old default", so it gives way to the new
+    default instead of hiding those two."""
+    if data.get("quicksettings_list") == ["sd_model_checkpoint"]:
+        del data["quicksettings_list"]
+    return data
+
+
 class OptionError(ValueError):
     """A setting name or value that is not allowed; the message names the key and what is allowed."""
 
@@ -53,7 +69,7 @@ def _defaults() -> dict[str, OptionInfo]:
                                              "Paths for saving"),
         # user interface
         "localization": OptionInfo("None", "Localization", "User interface"),
-        "quicksettings_list": OptionInfo(["sd_model_checkpoint"], "Quicksettings list", "User interface"),
+        "quicksettings_list": OptionInfo(list(QUICKSETTINGS_DEFAULT), "Quicksettings list", "User interface"),
         # live previews
         "live_previews_enable": OptionInfo(True, "Show live previews of the created image", "Live previews"),
         "show_progress_every_n_steps": OptionInfo(5, "Live preview display period (steps)", "Live previews",
@@ -66,6 +82,7 @@ class Options:
         self.path = Path(path) if path else None
         self.frozen = frozen
         self.info = _defaults()
+        self.info["quicksettings_list"].choices = self.quicksettings_candidates
         self.data: dict[str, Any] = {}
         self._lock = threading.RLock()
         self.load_error: str | None = None
@@ -74,7 +91,7 @@ class Options:
                 loaded = json.loads(self.path.read_text(encoding="utf-8"))
                 if not isinstance(loaded, dict):
                     raise ValueError("not a JSON object")
-                self.data.update(loaded)  # unknown keys are kept: extensions' settings live here too
+                self.data.update(migrate(loaded))  # unknown keys are kept: extensions' settings live here too
             except (OSError, ValueError) as exc:
                 # Keep the broken file for the user instead of overwriting it on the next save.
                 backup = self.path.with_suffix(self.path.suffix + ".broken")
@@ -83,6 +100,21 @@ class Options:
 
     def add(self, key: str, info: OptionInfo) -> None:
         self.info[key] = info
+
+    def quicksettings_candidates(self) -> list[str]:
+        """The settings that may be put in the top bar (Settings → User interface → Quicksettings list)."""
+        return [k for k in self.info if k not in NOT_QUICKSETTINGS]
+
+    def quicksettings(self) -> list[str]:
+        """The top bar's settings now: the saved list without unknown names or repeats, and always the checkpoint."""
+        wanted = self.get("quicksettings_list")
+        wanted = wanted if isinstance(wanted, list) else list(QUICKSETTINGS_DEFAULT)
+        candidates = set(self.quicksettings_candidates())
+        out = ["sd_model_checkpoint"]
+        for key in wanted:
+            if key in candidates and key not in out:
+                out.append(key)
+        return out
 
     def get(self, key: str) -> Any:
         with self._lock:
@@ -126,7 +158,11 @@ class Options:
             if not isinstance(value, list):
                 raise OptionError(f"setting {key!r} must be a list, got {value!r}")
         choices = info.choices() if callable(info.choices) else info.choices
-        if choices is not None and value not in choices:
+        if kind is list and choices is not None:
+            unknown = [v for v in value if v not in choices]
+            if unknown:
+                raise OptionError(f"setting {key!r}: unknown {unknown}; allowed: {choices}")
+        elif choices is not None and value not in choices:
             raise OptionError(f"setting {key!r} must be one of {choices}, got {value!r}")
         return value
 

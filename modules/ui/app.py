@@ -1,4 +1,4 @@
-"""Builds the Gradio Blocks: the top bar (checkpoint and VAE dropdowns) and the tabs, and wires Send-to buttons."""
+"""Builds the Gradio Blocks: the top bar (checkpoint, quicksettings) and the tabs, and wires Send-to buttons."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,7 @@ import gradio as gr
 from modules.models.loader import native_resolution
 from modules.models.manager import NO_MODEL_MESSAGE
 from modules.ui import common, extras_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab
-from modules.ui import localization_ui
+from modules.ui import localization_ui, quicksettings
 
 log = logging.getLogger("sd.ui")
 
@@ -38,10 +38,7 @@ def build(rt) -> gr.Blocks:
             checkpoint = gr.Dropdown(rt.registry.titles(), value=_current_title(rt), label="Stable Diffusion checkpoint",
                                      elem_id="setting_sd_model_checkpoint", scale=4)
             refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
-            vae = gr.Dropdown(_vae_choices(rt), value=rt.options.sd_vae, label="SD VAE", elem_id="setting_sd_vae",
-                              scale=2)
-            clip_skip = gr.Slider(1, 12, value=rt.options.CLIP_stop_at_last_layers, step=1, label="Clip skip",
-                                  elem_id="setting_CLIP_stop_at_last_layers", scale=2)
+            quick = quicksettings.build(rt)  # the Quicksettings list: SD VAE, Clip skip, ... (shown per page load)
             language = localization_ui.switch(rt)
         banner = gr.Markdown(NO_MODEL_MESSAGE, visible=not rt.registry.checkpoints, elem_id="no_model_banner")
         status = gr.HTML(elem_id="checkpoint_status")
@@ -59,17 +56,13 @@ def build(rt) -> gr.Blocks:
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = settings_tab.build(rt)
 
-        def set_option(key):
-            def handler(value):
-                try:
-                    rt.options.set(key, value)
-                except Exception as exc:  # shown in the page; nothing else changes
-                    return common.error_html(str(exc))
-                return ""
-            return handler
-
         def change_checkpoint(title):
-            message = set_option("sd_model_checkpoint")(title) if title else ""
+            message = ""
+            if title:
+                try:
+                    rt.options.set("sd_model_checkpoint", title)
+                except Exception as exc:  # noqa: BLE001 - shown in the page; nothing else changes
+                    message = common.error_html(str(exc))
             if message:
                 return message, gr.update(), gr.update(), gr.update(), gr.update()
             new = _native_size(rt)  # the size defaults follow the model
@@ -83,9 +76,8 @@ def build(rt) -> gr.Blocks:
 
         checkpoint.input(change_checkpoint, checkpoint,
                          [status, t2i["width"], t2i["height"], i2i["width"], i2i["height"]])
-        vae.input(set_option("sd_vae"), vae, status)
-        clip_skip.input(lambda v: set_option("CLIP_stop_at_last_layers")(int(v)), clip_skip, status)
-        refresh.click(do_refresh, None, [checkpoint, banner, vae])
+        refresh.click(do_refresh, None, [checkpoint, banner, quick["controls"]["sd_vae"]])
+        quicksettings.wire(rt, demo, quick, status, settings)
         localization_ui.wire(rt, demo, language, status, localization_errors, settings)
         demo.load(lambda: gr.update(choices=rt.registry.titles(), value=_current_title(rt)), None, checkpoint)
 

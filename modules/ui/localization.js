@@ -11,7 +11,7 @@
   // Dropdowns whose choices are names (models, files, styles, samplers, languages): their label is translated, the
   // choices are not.
   const NAME_LISTS = ["#setting_sd_model_checkpoint", "[id$='_styles']", "[id$='_sampling']", "[id$='_model_name']",
-                      "#localization_switch", "#setting_localization", ".sd-names",
+                      "#localization_switch", "#setting_localization", "#setting_quicksettings_list", ".sd-names",
                       ".file-preview"].join(",");
   const SKIP_TAGS = new Set(["SCRIPT", "STYLE", "TEXTAREA", "NOSCRIPT", "svg", "SVG", "CODE", "PRE"]);
   const ATTRIBUTES = ["title", "placeholder"];
