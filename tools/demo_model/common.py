@@ -93,7 +93,8 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def load_checkpoint(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: these files travel through git between sessions, so reading one must not be able to run code
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def rng_state(np_rng: np.random.Generator | None = None) -> dict:
