@@ -5,11 +5,14 @@ Each builder returns a dict of components; `params_from` turns their values into
 from __future__ import annotations
 
 import html
+import logging
 
 import gradio as gr
 
 from modules.engine import samplers
 from modules.engine.prompt_chunks import token_count
+
+log = logging.getLogger("sd.ui")
 
 PARAM_FIELDS = ["prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "width", "height", "n_iter",
                 "batch_size", "cfg_scale", "seed", "subseed", "subseed_strength", "seed_resize_from_w",
@@ -171,6 +174,19 @@ def result_outputs(out: dict, last_seed: gr.State, last_images: gr.State, last_r
 
 def failed_values(message: str) -> tuple:
     return gr.skip(), "", error_html(message), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+
+def job_finisher(rt, tab: str, outdir_option: str):
+    """What a generating tab shows when its job ends: the error line, or the images, infotext and output folder."""
+    from modules.ui import progress
+
+    def finish(job):
+        message = progress.job_error(job)
+        if message is not None:
+            log.info("%s failed: %s", tab, message)
+            return failed_values(message)
+        return finished_values(job.result, f"Saved to {rt.paths.data / rt.options.get(outdir_option)}")
+    return finish
 
 
 def finished_values(result, folder: str) -> tuple:

@@ -11,7 +11,6 @@ from PIL import Image
 
 from modules.engine.image_ops import RESIZE_MODES
 from modules.engine.params import GenerationParams
-from modules.models.manager import NoModelError
 from modules.ui import common, progress
 
 log = logging.getLogger("sd.ui")
@@ -125,13 +124,7 @@ def build(rt, native_size: int = 512) -> dict:
     view = progress.ProgressView("img2img", rt.queue)
     results = common.result_outputs(out, last_seed, last_images, last_result)
 
-    def finish(job):
-        message = progress.job_error(job)
-        if message is not None:
-            log.info("img2img failed: %s", message)
-            return common.failed_values(message)
-        folder = f"Saved to {rt.paths.data / rt.options.outdir_img2img_samples}"
-        return common.finished_values(job.result, folder)
+    finish = common.job_finisher(rt, "img2img", "outdir_img2img_samples")
 
     def run(mode_name, image, sketch_value, editor_value, inpaint_sketch_value, up_image, up_mask, b_in, b_out,
             b_mask, styles, *values):
@@ -165,10 +158,9 @@ def build(rt, native_size: int = 512) -> dict:
                 raise ValueError(f"{mode_name}: upload an image first")
             p = GenerationParams(**kw, styles=list(styles or []), init_images=[image], mask=mask)
             job = rt.submit_generate(p)
-        except (ValueError, KeyError, NoModelError, RuntimeError, OSError) as exc:
+        except progress.EXPECTED_ERRORS as exc:
             log.info("img2img failed: %s", exc)
-            yield ("", *common.failed_values(str(exc.args[0] if isinstance(exc, KeyError) else exc)),
-                   progress.remembered(""))
+            yield ("", *common.failed_values(progress.error_message(exc)), progress.remembered(""))
             return
         yield from progress.follow(job, view, finish, len(results))
 

@@ -104,9 +104,11 @@ def follow(job: Job, view: ProgressView, finish: Callable[[Job], tuple], n_resul
 
 def job_error(job: Job) -> str | None:
     """The failed job's message, readable: the exception's text, never a traceback."""
-    exc = job.error
-    if exc is None:
-        return None
+    return None if job.error is None else error_message(job.error, job.state.id)
+
+
+def error_message(exc: BaseException, job_id: str = "") -> str:
+    """One readable line for a failure, whether it happened when the job was submitted or while it ran."""
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # CPU RAM or torch's CUDA OOM
@@ -114,7 +116,7 @@ def job_error(job: Job) -> str | None:
                 f"({type(exc).__name__}: {exc})")
     if isinstance(exc, EXPECTED_ERRORS):
         return str(exc) or type(exc).__name__
-    log.error("job %s failed: %s: %s", job.state.id, type(exc).__name__, exc)
+    log.error("job %s failed: %s: %s", job_id, type(exc).__name__, exc)
     return f"Generation failed: {type(exc).__name__}: {exc}"
 
 

@@ -7,7 +7,6 @@ import gradio as gr
 
 from modules.engine.params import GenerationParams
 from modules.engine.processing import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
-from modules.models.manager import NoModelError
 from modules.ui import common, progress
 
 log = logging.getLogger("sd.ui")
@@ -49,22 +48,15 @@ def build(rt, native_size: int = 512) -> dict:
     view = progress.ProgressView("txt2img", rt.queue)
     results = common.result_outputs(out, last_seed, last_images, last_result)
 
-    def finish(job):
-        message = progress.job_error(job)
-        if message is not None:
-            log.info("txt2img failed: %s", message)
-            return common.failed_values(message)
-        folder = f"Saved to {rt.paths.data / rt.options.outdir_txt2img_samples}"
-        return common.finished_values(job.result, folder)
+    finish = common.job_finisher(rt, "txt2img", "outdir_txt2img_samples")
 
     def run(styles, *values):
         kw = common.params_kwargs(fields, list(values))
         try:
             job = rt.submit_generate(GenerationParams(**kw, styles=list(styles or [])))
-        except (ValueError, KeyError, NoModelError, RuntimeError, OSError) as exc:
+        except progress.EXPECTED_ERRORS as exc:
             log.info("txt2img failed: %s", exc)
-            message = str(exc.args[0] if isinstance(exc, KeyError) else exc)
-            yield ("", *common.failed_values(message), progress.remembered(""))
+            yield ("", *common.failed_values(progress.error_message(exc)), progress.remembered(""))
             return
         yield from progress.follow(job, view, finish, len(results))
 
