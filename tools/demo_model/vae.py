@@ -139,7 +139,7 @@ def train(args) -> dict:
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     np_rng = np.random.default_rng(args.seed)
     step = rewarm_from = 0
-    blob: dict = {}
+    elapsed0 = 0.0
     meta = {"variant": args.variant, "steps": args.steps, "batch": args.batch, "lr": args.lr,
             "init_logvar": args.init_logvar, "init_from": getattr(args, "init_from", None),
             "kl_weight": args.kl_weight, "seed": args.seed, "precision": args.precision}
@@ -149,7 +149,7 @@ def train(args) -> dict:
             raise SystemExit(f"{ckpt_path} is a {ck['meta']['variant']} run; use another --run or --restart")
         vae.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        step = ck["step"]
+        step, elapsed0 = ck["step"], float(ck.get("elapsed", 0.0))
         common.restore_rng(ck["rng"], np_rng)
         print(f"resumed {ckpt_path} at step {step}")
     elif (out / "vae.pt").exists() and not args.restart:
@@ -161,6 +161,7 @@ def train(args) -> dict:
             raise SystemExit(f"{out / 'vae.pt'} is a {blob['meta']['variant']} autoencoder; use --restart")
         vae.load_state_dict(blob["state_dict"])
         step = rewarm_from = int(blob["step"])
+        elapsed0 = float(blob.get("elapsed", 0.0))
         np_rng = np.random.default_rng([args.seed, step])
         print(f"resumed the weights of {out / 'vae.pt'} at step {step} (fresh optimiser)")
     log = common.CsvLog(out / "log.csv", ["step", "loss", "l1", "mse", "kl", "lr", "sec_per_step", "elapsed_min"],
@@ -171,7 +172,6 @@ def train(args) -> dict:
     (out / "config.json").write_text(json.dumps({"vae": cfg, "meta": meta,
                                                  "params": common.param_count(vae)}, indent=1))
     eval_images = heldout_eval_images()
-    elapsed0 = float((ck if ckpt_path.exists() and not args.restart else blob if step else {}).get("elapsed", 0.0))
 
     def checkpoint(final: bool = False) -> dict:
         metrics = evaluate(vae, device, eval_images)
