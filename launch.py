@@ -97,11 +97,13 @@ def prepare_assets(p: paths.Paths) -> None:
 
 
 def has_checkpoint(p: paths.Paths) -> bool:
+    """A checkpoint of the user's own (the bundled demo model does not count)."""
+    demo = paths.DEMO_CHECKPOINT.resolve()
     for root in p.checkpoint_dirs():
         if root.is_dir():
             for f in root.rglob("*"):
                 name = f.name.lower()
-                if name.endswith((".safetensors", ".ckpt")) and ".vae." not in name:
+                if name.endswith((".safetensors", ".ckpt")) and ".vae." not in name and f.resolve() != demo:
                     return True
     return False
 
@@ -113,9 +115,14 @@ def ensure_model(args, p: paths.Paths) -> None:
     from modules import download
     start = time.perf_counter()
     if not download.network_reachable(download.SD15_URL, timeout=5.0):
-        print(f"[launch] offline: cannot reach the model download server ({time.perf_counter() - start:.1f} s); "
-              "continuing without downloading. No model yet: put a .safetensors file in models/Stable-diffusion",
-              flush=True)
+        took = time.perf_counter() - start
+        if paths.DEMO_CHECKPOINT.is_file() and not args.no_demo_model:
+            print(f"[launch] offline: cannot reach the model download server ({took:.1f} s); using the bundled demo "
+                  "model (64x64 shapes, see docs/DEMO_MODEL.md). For real pictures put a .safetensors file in "
+                  "models/Stable-diffusion", flush=True)
+        else:
+            print(f"[launch] offline: cannot reach the model download server ({took:.1f} s); continuing without "
+                  "downloading. No model yet: put a .safetensors file in models/Stable-diffusion", flush=True)
         return
     print(f"[launch] no checkpoint found; downloading {download.SD15_FILENAME} (about 4 GB)", flush=True)
     try:

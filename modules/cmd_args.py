@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--ui-settings-file", default=None, help="settings file (default DATA_DIR/config.json)")
     add("--ui-config-file", default=None)
     add("--no-download-sd-model", action="store_true", help="never try to download the default model")
+    add("--no-demo-model", action="store_true",
+        help="do not fall back to the bundled demo model (models/Stable-diffusion/demo) when no other model is present")
     add("--no-hashing", action="store_true", help="do not compute sha256 of checkpoints")
 
     # launch

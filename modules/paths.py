@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
+# The bundled demo model (issue 3: trained by tools/train_demo_model.py) and its Canny ControlNet. The demo model is
+# the fallback when no other checkpoint is present (also with --data-dir / --models-dir elsewhere).
+DEMO_CHECKPOINT = SCRIPT_DIR / "models" / "Stable-diffusion" / "demo" / "demo-shapes.safetensors"
+DEMO_CONTROLNET = SCRIPT_DIR / "models" / "ControlNet" / "control_demo-shapes_canny.safetensors"
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ class Runtime:
         self.registry = ModelRegistry(
             self.paths.checkpoint_dirs(), self.paths.vae, HashCache(self.paths.hash_cache_file),
             hashing=not args.no_hashing, extra_checkpoints=[Path(args.ckpt)] if args.ckpt else None,
-            extra_vaes=[Path(args.vae_path)] if args.vae_path else None)
+            extra_vaes=[Path(args.vae_path)] if args.vae_path else None,
+            fallback_checkpoint=None if args.no_demo_model else paths_mod.DEMO_CHECKPOINT)
         self.models = ModelManager(
             self.registry, self.device, self.paths.tokenizer_dir, vae_setting=lambda: self.options.sd_vae,
             forced_vae=Path(args.vae_path).resolve() if args.vae_path else None,

@@ -259,3 +259,30 @@ def test_diffusers_folder_loads(tmp_path, arch):
         loaded = {"unet": model.unet, "vae": model.vae, "text_encoder": model.text_encoders[0]}.get(key) \
             or model.text_encoders[1]
         assert_same_tensors(comps[key], loaded)
+
+
+def test_demo_model_is_the_fallback_only(tmp_path):
+    """The bundled demo model is listed and loaded when no other checkpoint is present, never chosen over one."""
+    demo = tmp_path / "bundled" / "demo" / "demo-shapes.safetensors"
+    demo.parent.mkdir(parents=True)
+    write_tiny_checkpoint(demo, "sd1", seed=3)
+    ckdir = tmp_path / "Stable-diffusion"
+    ckdir.mkdir()
+
+    def manager():
+        reg = ModelRegistry([ckdir], tmp_path / "VAE", HashCache(tmp_path / "h.json"), fallback_checkpoint=demo)
+        return ModelManager(reg, devices.from_args(None), tmp_path / "tok")
+
+    mm = manager()
+    assert [c.name for c in mm.registry.checkpoints] == ["demo/demo-shapes.safetensors"]
+    assert mm.require().info.filename == demo.resolve()
+    # a user's file (sorting after "demo" by name) is the default as soon as it is there; the demo is no longer listed
+    write_tiny_checkpoint(ckdir / "zz-user.safetensors", "sd1", seed=4)
+    mm = manager()
+    assert [c.name for c in mm.registry.checkpoints] == ["zz-user.safetensors"]
+    assert mm.default_checkpoint().name == "zz-user.safetensors"
+    # the demo inside the scanned folder (the default data dir) is listed beside users' files but is not the default
+    reg = ModelRegistry([demo.parent.parent, ckdir], tmp_path / "VAE", HashCache(tmp_path / "h.json"),
+                        fallback_checkpoint=demo)
+    assert {c.name for c in reg.checkpoints} == {"demo/demo-shapes.safetensors", "zz-user.safetensors"}
+    assert reg.default_checkpoint().name == "zz-user.safetensors"

@@ -47,7 +47,7 @@ def test_bad_size_shows_readable_error(server):
 
 def test_no_model_state_is_explained(tmp_path):
     from tests.conftest import start_server
-    srv = start_server(tmp_path, wait_model=False)
+    srv = start_server(tmp_path, "--no-demo-model", wait_model=False)
     try:
         with browser_page() as page:
             page.goto(srv.url + "/")

@@ -11,6 +11,9 @@ Stages (each resumable: run the same command again after an interruption, even a
   python -m tools.train_demo_model all         # vae -> PSNR gate -> latents -> unet -> export (resumes each)
   python -m tools.train_demo_model eval        # held-out evaluation through the web UI's own loader + sampler
   python -m tools.train_demo_model bench       # UNet forward / 20-step sampling time
+  python -m tools.train_demo_model controlnet  # Canny ControlNet against the shipped base model
+  python -m tools.train_demo_model controlnet-export   # models/ControlNet/..., original key layout, fp16
+  python -m tools.train_demo_model controlnet-eval     # IoU of the generated shape with the control's shape
 
 All outputs go under training/. On a CPU, every training stage uses --threads (default 1) so that the other core
 stays free; run long stages as `nohup nice -n 10 venv/bin/python -m tools.train_demo_model vae > training/vae.out &`.
@@ -27,6 +30,9 @@ if __package__ in (None, ""):  # allow `python tools/train_demo_model.py`
 
 
 from tools.demo_model.models import VAE_VARIANTS  # noqa: E402  (light: no torch model code runs)
+
+DEMO_CKPT = "models/Stable-diffusion/demo/demo-shapes.safetensors"
+DEMO_CONTROLNET = "models/ControlNet/control_demo-shapes_canny.safetensors"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -94,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR loss weighting gamma (0 = off)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--eval-captions", type=int, default=32, help="held-out captions scored at every checkpoint")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step (TorchInductor)")
 
     p = sub.add_parser("all", help="vae -> (PSNR gate) -> latents -> unet -> export, each resumed where it stopped")
     p.add_argument("--threads", type=int, default=1)
@@ -118,6 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=float, nargs="+", default=[7.0, 1.0])
     p.add_argument("--sampler", default="DPM++ 2M")
     p.add_argument("--out", default="training/eval")
+
+    p = sub.add_parser("controlnet", help="train the Canny ControlNet against the shipped base model")
+    _train_common(p, steps=2000, batch=32, lr=3e-4, warmup=100)
+    p.add_argument("--run", default="controlnet", help="folder under training/")
+    p.add_argument("--base", default=DEMO_CKPT, help="the base checkpoint (single file + yaml)")
+    p.add_argument("--latents", default="training/unet/latents.pt")
+    p.add_argument("-n", type=int, default=40_000, help="training scenes (the first n of the latent cache)")
+    p.add_argument("--data-seed", type=int, default=0, help="the seed the latent cache was drawn with")
+    p.add_argument("--cond-drop", type=float, default=0.5, help="captions replaced by the empty prompt")
+    p.add_argument("--min-snr", type=float, default=5.0)
+    p.add_argument("--eval-cases", type=int, default=16, help="steering cases measured at every checkpoint")
+
+    p = sub.add_parser("controlnet-export", help="write the ControlNet in the original key layout (fp16)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--base", default=DEMO_CKPT)
+    p.add_argument("--state", default="training/controlnet/state.pt")
+    p.add_argument("--out", default=DEMO_CONTROLNET)
+
+    p = sub.add_parser("controlnet-eval", help="measure how the ControlNet steers the shape (IoU)")
+    _common(p)
+    p.add_argument("--base", default=DEMO_CKPT)
+    p.add_argument("--controlnet", default=DEMO_CONTROLNET)
+    p.add_argument("-n", type=int, default=64, help="held-out captions with a control image on the opposite side")
+    p.add_argument("--out", default="training/eval/controlnet")
 
     p = sub.add_parser("bench", help="time UNet forward passes and a 20-step CFG sample")
     _common(p)
@@ -182,6 +213,15 @@ def main(argv: list[str] | None = None) -> int:
         from tools.demo_model import evaluate
 
         evaluate.main(args)
+    elif args.cmd in ("controlnet", "controlnet-export", "controlnet-eval"):
+        from tools.demo_model import controlnet
+
+        if args.cmd == "controlnet":
+            print(json.dumps(controlnet.train(args), indent=1))
+        elif args.cmd == "controlnet-export":
+            controlnet.export(args)
+        else:
+            controlnet.evaluate(args)
     elif args.cmd == "bench":
         from tools.demo_model import unet
 

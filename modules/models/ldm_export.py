@@ -40,7 +40,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-__all__ = ["ARCHS", "to_ldm_state_dict", "save_checkpoint"]
+__all__ = ["ARCHS", "to_ldm_state_dict", "controlnet_to_original_state_dict", "save_checkpoint"]
 
 ARCHS = ("sd1", "sd2", "sdxl")
 
@@ -152,15 +152,14 @@ def _int_layers_per_block(value, what: str) -> int:
 # --------------------------------------------------------------------------- UNet
 
 
-def _unet_to_ldm(unet) -> dict[str, torch.Tensor]:
-    cfg = unet.config
-    m = _Mapper(unet.state_dict(), UNET_PREFIX, "unet")
-    lpb = _int_layers_per_block(cfg.layers_per_block, "unet")
+def _map_unet_encoder(m: _Mapper, model, cfg, what: str) -> int:
+    """Time embedding, conv_in, input_blocks and middle_block: the part a UNet and a ControlNet share (same names in
+    diffusers' UNet2DConditionModel and ControlNetModel, same LDM keys). Returns layers_per_block."""
+    lpb = _int_layers_per_block(cfg.layers_per_block, what)
     down_types = list(cfg.down_block_types)
-    up_types = list(cfg.up_block_types)
     n_blocks = len(down_types)
-    if len(up_types) != n_blocks or len(cfg.block_out_channels) != n_blocks:
-        raise ValueError("unet: down/up block counts and block_out_channels disagree")
+    if len(cfg.block_out_channels) != n_blocks:
+        raise ValueError(f"{what}: down block count and block_out_channels disagree")
 
     m.module("time_embedding.linear_1", "time_embed.0")
     m.module("time_embedding.linear_2", "time_embed.2")
@@ -168,7 +167,7 @@ def _unet_to_ldm(unet) -> dict[str, torch.Tensor]:
         m.module("add_embedding.linear_1", "label_emb.0.0")
         m.module("add_embedding.linear_2", "label_emb.0.2")
     elif cfg.addition_embed_type is not None:
-        raise ValueError(f"unet: addition_embed_type {cfg.addition_embed_type!r} is not supported")
+        raise ValueError(f"{what}: addition_embed_type {cfg.addition_embed_type!r} is not supported")
     if cfg.class_embed_type in ("timestep", "projection"):
         m.module("class_embedding.linear_1", "label_emb.0.0")
         m.module("class_embedding.linear_2", "label_emb.0.2")
@@ -191,12 +190,23 @@ def _unet_to_ldm(unet) -> dict[str, torch.Tensor]:
     # middle_block: resnet, attention, resnet (UNetMidBlock2DCrossAttn); diffusers' converter
     # treats even indices as resnets and odd ones as attentions.
     if cfg.mid_block_type != "UNetMidBlock2DCrossAttn":
-        raise ValueError(f"unet: mid_block_type {cfg.mid_block_type!r} is not supported")
-    n_mid_attn = len(unet.mid_block.attentions)
+        raise ValueError(f"{what}: mid_block_type {cfg.mid_block_type!r} is not supported")
+    n_mid_attn = len(model.mid_block.attentions)
     for k in range(n_mid_attn + 1):
         m.module(f"mid_block.resnets.{k}", f"middle_block.{2 * k}", _UNET_RESNET_RENAMES)
         if k < n_mid_attn:
             m.module(f"mid_block.attentions.{k}", f"middle_block.{2 * k + 1}")
+    return lpb
+
+
+def _unet_to_ldm(unet) -> dict[str, torch.Tensor]:
+    cfg = unet.config
+    m = _Mapper(unet.state_dict(), UNET_PREFIX, "unet")
+    lpb = _map_unet_encoder(m, unet, cfg, "unet")
+    up_types = list(cfg.up_block_types)
+    n_blocks = len(cfg.down_block_types)
+    if len(up_types) != n_blocks:
+        raise ValueError("unet: down/up block counts disagree")
 
     # output_blocks: every up block has lpb + 1 [resnet(, attention)(, upsampler)] entries; the
     # upsampler sits in the last entry of every up block but the last, at index 1 or 2 depending
@@ -213,6 +223,30 @@ def _unet_to_ldm(unet) -> dict[str, torch.Tensor]:
 
     m.module("conv_norm_out", "out.0")
     m.module("conv_out", "out.2")
+    return m.finish()
+
+
+# --------------------------------------------------------------------------- ControlNet
+
+CONTROLNET_PREFIX = "control_model."
+
+
+def controlnet_to_original_state_dict(controlnet) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNetModel in the original ControlNet layout (lllyasviel/ControlNet ``cldm``), keys under
+    ``control_model.``: the UNet-encoder copy (``time_embed``, ``input_blocks``, ``middle_block``), the hint encoder
+    ``input_hint_block`` (convolutions at even indices, SiLU between them), one zero convolution per input block
+    (``zero_convs.N.0``) and ``middle_block_out.0``. The reverse of diffusers' ``convert_controlnet_checkpoint``."""
+    cfg = controlnet.config
+    m = _Mapper(controlnet.state_dict(), CONTROLNET_PREFIX, "controlnet")
+    _map_unet_encoder(m, controlnet, cfg, "controlnet")
+    n_hint = len(cfg.conditioning_embedding_out_channels)
+    m.module("controlnet_cond_embedding.conv_in", "input_hint_block.0")
+    for i in range(2 * (n_hint - 1)):
+        m.module(f"controlnet_cond_embedding.blocks.{i}", f"input_hint_block.{2 * (i + 1)}")
+    m.module("controlnet_cond_embedding.conv_out", f"input_hint_block.{2 * (2 * n_hint - 1)}")
+    for i in range(len(controlnet.controlnet_down_blocks)):
+        m.module(f"controlnet_down_blocks.{i}", f"zero_convs.{i}.0")
+    m.module("controlnet_mid_block", "middle_block_out.0")
     return m.finish()
 
 

@@ -38,7 +38,7 @@ class ModelManager:
         self.last_load_seconds: float | None = None
 
     def default_checkpoint(self) -> CheckpointInfo | None:
-        return self.registry.checkpoints[0] if self.registry.checkpoints else None
+        return self.registry.default_checkpoint()
 
     def require(self) -> SDModel:
         with self.lock:

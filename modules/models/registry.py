@@ -71,7 +71,11 @@ class VaeInfo:
 
 class ModelRegistry:
     def __init__(self, checkpoint_dirs: list[Path], vae_dir: Path, hash_cache: HashCache, hashing: bool = True,
-                 extra_checkpoints: list[Path] | None = None, extra_vaes: list[Path] | None = None):
+                 extra_checkpoints: list[Path] | None = None, extra_vaes: list[Path] | None = None,
+                 fallback_checkpoint: Path | None = None):
+        """``fallback_checkpoint`` (the bundled demo model) is listed when no other checkpoint is found, and is never
+        the default while another one is."""
+        self.fallback = Path(fallback_checkpoint).resolve() if fallback_checkpoint else None
         self.checkpoint_dirs = checkpoint_dirs
         self.vae_dir = vae_dir
         self.hash_cache = hash_cache
@@ -103,7 +107,17 @@ class ModelRegistry:
         for path in self.extra_checkpoints:
             if path.is_file() and path not in found:
                 found[path] = self._file_info(path, path.name)
+        if not found and self.fallback is not None and self.fallback.is_file():
+            found[self.fallback] = self._file_info(self.fallback, f"{self.fallback.parent.name}/{self.fallback.name}")
         self.checkpoints = sorted(found.values(), key=lambda c: c.name.lower())
+
+    def is_fallback(self, info: CheckpointInfo) -> bool:
+        return self.fallback is not None and info.filename == self.fallback
+
+    def default_checkpoint(self) -> CheckpointInfo | None:
+        """The first checkpoint by name that is not the demo model, else the demo model, else None."""
+        users = [c for c in self.checkpoints if not self.is_fallback(c)]
+        return (users or self.checkpoints or [None])[0]
 
     def _file_info(self, path: Path, name: str) -> CheckpointInfo:
         path = path.resolve()

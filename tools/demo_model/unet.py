@@ -109,12 +109,18 @@ def make_scheduler(sampler: str = "DPM++ 2M", schedule: str = "Automatic"):
 
 @torch.no_grad()
 def sample(unet, te, vae, ids: torch.Tensor, empty_ids: torch.Tensor, scale_factor: float, seeds: list[int],
-           steps: int = 20, cfg: float = 7.0, sampler: str = "DPM++ 2M", device="cpu") -> np.ndarray:
-    """uint8 NHWC images; mirrors modules/engine/processing.py (seeded CPU noise per image, CFG, engine schedulers)."""
+           steps: int = 20, cfg: float = 7.0, sampler: str = "DPM++ 2M", device="cpu", controlnet=None,
+           hint: torch.Tensor | None = None) -> np.ndarray:
+    """uint8 NHWC images; mirrors modules/engine/processing.py (seeded CPU noise per image, CFG, engine schedulers).
+    With ``controlnet`` and ``hint`` (float NCHW in [0, 1], image size), the ControlNet's residuals are added to the
+    UNet for both CFG halves."""
     ctx = encode_text(te, ids.to(device))
     use_cfg = cfg != 1.0
     if use_cfg:
         ctx = torch.cat([encode_text(te, empty_ids.to(device)).expand(len(ids), -1, -1), ctx])
+    if controlnet is not None:
+        hint = hint.to(device)
+        hint = torch.cat([hint, hint]) if use_cfg else hint
     sched = make_scheduler(sampler)
     sched.set_timesteps(steps, device=device)
     c = unet.config.in_channels
@@ -124,7 +130,11 @@ def sample(unet, te, vae, ids: torch.Tensor, empty_ids: torch.Tensor, scale_fact
     for t in sched.timesteps:
         x = torch.cat([lat] * 2) if use_cfg else lat
         x = sched.scale_model_input(x, t)
-        out = unet(x, t, encoder_hidden_states=ctx).sample.float()
+        extra = {}
+        if controlnet is not None:
+            down, mid = controlnet(x, t, encoder_hidden_states=ctx, controlnet_cond=hint, return_dict=False)
+            extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        out = unet(x, t, encoder_hidden_states=ctx, **extra).sample.float()
         if use_cfg:
             u, cnd = out.chunk(2)
             out = u + cfg * (cnd - u)
@@ -285,6 +295,17 @@ def train(args) -> dict:
                   f"{res['color_cfg1']:.0%} position {res['position_cfg1']:.0%} shape {res['shape_cfg1']:.0%}")
         return res
 
+    def loss_fn(xt, t, ids, noise, weight):
+        with common.autocast(device, args.precision):
+            ctx = encode_text(te, ids)
+            pred = unet(xt, t, encoder_hidden_states=ctx).sample.float()
+        return (F.mse_loss(pred, noise, reduction="none").flatten(1).mean(1) * weight).mean()
+
+    if args.compile:
+        # TorchInductor fuses the many small element-wise ops of this narrow UNet (GroupNorm, SiLU, residual adds);
+        # the first steps take longer while it compiles
+        loss_fn = torch.compile(loss_fn)
+
     unet.train(), te.train()
     t_start = time.monotonic()
     every = common.Every(args.ckpt_minutes * 60)
@@ -307,14 +328,12 @@ def train(args) -> dict:
         t = torch.randint(0, SCHEDULE["num_train_timesteps"], (args.batch,), device=device)
         a = ac[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        with common.autocast(device, args.precision):
-            ctx = encode_text(te, ids)
-            pred = unet(xt, t, encoder_hidden_states=ctx).sample.float()
-        per = F.mse_loss(pred, noise, reduction="none").flatten(1).mean(1)
         if args.min_snr > 0:
             snr = ac[t] / (1 - ac[t])
-            per = per * torch.clamp(snr, max=args.min_snr) / snr
-        loss = per.mean()
+            weight = torch.clamp(snr, max=args.min_snr) / snr
+        else:
+            weight = torch.ones(args.batch, device=device)
+        loss = loss_fn(xt, t, ids, noise, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
