@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--eval-captions", type=int, default=32, help="held-out captions scored at every checkpoint")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (TorchInductor)")
+    p.add_argument("--high-noise-frac", type=float, default=0.0,
+                   help="fraction of each batch drawn from timesteps >= --high-noise-min (where the layout is decided)")
+    p.add_argument("--high-noise-min", type=int, default=700)
+    p.add_argument("--high-noise-after", type=int, default=0, help="step from which --high-noise-frac applies")
 
     p = sub.add_parser("all", help="vae -> (PSNR gate) -> latents -> unet -> export, each resumed where it stopped")
     p.add_argument("--threads", type=int, default=1)
@@ -114,12 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write the single-file LDM checkpoint + yaml")
     p.add_argument("--unet-ckpt", default="training/unet/ckpt.pt")
     p.add_argument("--vae", default="training/vae/vae.pt")
-    p.add_argument("--out", default="training/export/demo-shapes.safetensors")
+    p.add_argument("--out", default=DEMO_CKPT)
     p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
 
     p = sub.add_parser("eval", help="held-out evaluation of an exported checkpoint (loader + sampler of the web UI)")
     _common(p)
-    p.add_argument("--ckpt", default="training/export/demo-shapes.safetensors")
+    p.add_argument("--ckpt", default=DEMO_CKPT)
     p.add_argument("-n", type=int, default=240, help="held-out captions (>= 200 for the full evaluation)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, nargs="+", default=[7.0, 1.0])

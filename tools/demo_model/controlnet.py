@@ -262,10 +262,11 @@ def train(args) -> dict:
         torch.nn.utils.clip_grad_norm_(cn.parameters(), 1.0)
         opt.step()
         step += 1
-        acc += float(loss)
+        loss_value = loss.item()
+        acc += loss_value
         n_acc += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.1e}")
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.1e}")
         if step % args.log_every == 0 or step == args.steps:
             now = time.monotonic()
             log.write(step=step, loss=acc / n_acc, lr=lr, sec_per_step=(now - t_log) / n_acc,

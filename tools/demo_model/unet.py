@@ -157,6 +157,23 @@ def score(images: np.ndarray, captions: list[str]) -> dict:
 # ----------------------------------------------------------------------------- training
 
 
+def sample_timesteps(args, step: int, device) -> torch.Tensor:
+    """Uniform over the 1000 training timesteps; from step ``--high-noise-after`` on, a fraction ``--high-noise-frac``
+    of each batch is drawn from [``--high-noise-min``, 999] instead.
+
+    Why: where the layout is decided (the first sampler steps, t >= ~700, alpha_bar <= 0.08) the caption's share of
+    the epsilon target is tiny (sqrt(alpha_bar) of the image), so with uniform timesteps the UNet learned colours and
+    shapes (decided later) but ignored the position words: held-out position accuracy stayed at 9-25 % (chance 20 %)
+    for 2,500 steps while colour reached 88 %, and its x0 estimate at t = 999 was the same for every caption."""
+    n = SCHEDULE["num_train_timesteps"]
+    t = torch.randint(0, n, (args.batch,), device=device)
+    frac = getattr(args, "high_noise_frac", 0.0)
+    if frac > 0 and step >= getattr(args, "high_noise_after", 0):
+        k = int(round(args.batch * frac))
+        t[:k] = torch.randint(args.high_noise_min, n, (k,), device=device)
+    return t
+
+
 class EMA:
     def __init__(self, modules: list[torch.nn.Module], decay: float):
         self.decay = decay
@@ -225,6 +242,7 @@ def train(args) -> dict:
     meta = {"unet_variant": args.unet_variant, "text_variant": args.text_variant, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "seed": args.seed, "cond_drop": args.cond_drop,
             "min_snr": args.min_snr, "ema": args.ema, "precision": args.precision, "scale_factor": scale,
+            "high_noise": [args.high_noise_frac, args.high_noise_min, args.high_noise_after],
             "vae_step": vae_blob["step"], "n_data": n_data}
     step, elapsed0, rewarm_from = 0, 0.0, 0
     if ckpt_path.exists() and not args.restart:
@@ -325,7 +343,7 @@ def train(args) -> dict:
         drop = torch.rand(args.batch) < args.cond_drop
         ids[drop.to(device)] = empty_ids.to(device)
         noise = torch.randn_like(x0)
-        t = torch.randint(0, SCHEDULE["num_train_timesteps"], (args.batch,), device=device)
+        t = sample_timesteps(args, step, device)
         a = ac[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         if args.min_snr > 0:
