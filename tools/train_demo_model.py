@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of each batch drawn from timesteps >= --high-noise-min (where the layout is decided)")
     p.add_argument("--high-noise-min", type=int, default=700)
     p.add_argument("--high-noise-after", type=int, default=0, help="step from which --high-noise-frac applies")
+    p.add_argument("--high-noise-weight", type=float, default=0.0,
+                   help="from --high-noise-after on, weight each sample's loss by max(eps weight, min(1/snr, this))")
+    p.add_argument("--high-noise-weight-after", type=int, default=None,
+                   help="step from which --high-noise-weight applies (default: --high-noise-after)")
 
     p = sub.add_parser("all", help="vae -> (PSNR gate) -> latents -> unet -> export, each resumed where it stopped")
     p.add_argument("--threads", type=int, default=1)

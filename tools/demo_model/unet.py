@@ -242,7 +242,8 @@ def train(args) -> dict:
     meta = {"unet_variant": args.unet_variant, "text_variant": args.text_variant, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "seed": args.seed, "cond_drop": args.cond_drop,
             "min_snr": args.min_snr, "ema": args.ema, "precision": args.precision, "scale_factor": scale,
-            "high_noise": [args.high_noise_frac, args.high_noise_min, args.high_noise_after],
+            "high_noise": [args.high_noise_frac, args.high_noise_min, args.high_noise_after,
+                           getattr(args, "high_noise_weight", 0.0), getattr(args, "high_noise_weight_after", None)],
             "vae_step": vae_blob["step"], "n_data": n_data}
     step, elapsed0, rewarm_from = 0, 0.0, 0
     if ckpt_path.exists() and not args.restart:
@@ -346,11 +347,17 @@ def train(args) -> dict:
         t = sample_timesteps(args, step, device)
         a = ac[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        snr = ac[t] / (1 - ac[t])
         if args.min_snr > 0:
-            snr = ac[t] / (1 - ac[t])
             weight = torch.clamp(snr, max=args.min_snr) / snr
         else:
             weight = torch.ones(args.batch, device=device)
+        weight_after = getattr(args, "high_noise_weight_after", None)
+        if getattr(args, "high_noise_weight", 0) > 0 and step >= (args.high_noise_after if weight_after is None
+                                                                   else weight_after):
+            # x0-space weighting (1 / snr) capped at high_noise_weight where it exceeds the eps weighting: the caption's
+            # share of the high-noise target counts as much as the image's
+            weight = torch.maximum(weight, torch.clamp(1.0 / snr, max=args.high_noise_weight))
         loss = loss_fn(xt, t, ids, noise, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
