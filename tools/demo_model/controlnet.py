@@ -124,7 +124,7 @@ def steering(images_ctrl: np.ndarray, images_free: np.ndarray, cases) -> dict:
 
 
 def load_base(ckpt: Path, device: torch.device):
-    """The shipped base model through the web UI's loader: (unet, text_encoder, vae, tokenizer, scale_factor)."""
+    """The shipped base model (SDModel) through the web UI's loader, all components frozen."""
     from tools.demo_model.evaluate import load_model
 
     model, _ = load_model(ckpt, device)

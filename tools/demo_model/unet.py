@@ -167,9 +167,8 @@ def sample_timesteps(args, step: int, device) -> torch.Tensor:
     for 2,500 steps while colour reached 88 %, and its x0 estimate at t = 999 was the same for every caption."""
     n = SCHEDULE["num_train_timesteps"]
     t = torch.randint(0, n, (args.batch,), device=device)
-    frac = getattr(args, "high_noise_frac", 0.0)
-    if frac > 0 and step >= getattr(args, "high_noise_after", 0):
-        k = int(round(args.batch * frac))
+    if args.high_noise_frac > 0 and step >= args.high_noise_after:
+        k = int(round(args.batch * args.high_noise_frac))
         t[:k] = torch.randint(args.high_noise_min, n, (k,), device=device)
     return t
 
@@ -243,7 +242,7 @@ def train(args) -> dict:
             "batch": args.batch, "lr": args.lr, "seed": args.seed, "cond_drop": args.cond_drop,
             "min_snr": args.min_snr, "ema": args.ema, "precision": args.precision, "scale_factor": scale,
             "high_noise": [args.high_noise_frac, args.high_noise_min, args.high_noise_after,
-                           getattr(args, "high_noise_weight", 0.0), getattr(args, "high_noise_weight_after", None)],
+                           args.high_noise_weight, args.high_noise_weight_after],
             "vae_step": vae_blob["step"], "n_data": n_data}
     step, elapsed0, rewarm_from = 0, 0.0, 0
     if ckpt_path.exists() and not args.restart:
@@ -325,6 +324,7 @@ def train(args) -> dict:
         # the first steps take longer while it compiles
         loss_fn = torch.compile(loss_fn)
 
+    weight_after = args.high_noise_after if args.high_noise_weight_after is None else args.high_noise_weight_after
     unet.train(), te.train()
     t_start = time.monotonic()
     every = common.Every(args.ckpt_minutes * 60)
@@ -352,9 +352,7 @@ def train(args) -> dict:
             weight = torch.clamp(snr, max=args.min_snr) / snr
         else:
             weight = torch.ones(args.batch, device=device)
-        weight_after = getattr(args, "high_noise_weight_after", None)
-        if getattr(args, "high_noise_weight", 0) > 0 and step >= (args.high_noise_after if weight_after is None
-                                                                   else weight_after):
+        if args.high_noise_weight > 0 and step >= weight_after:
             # x0-space weighting (1 / snr) capped at high_noise_weight where it exceeds the eps weighting: the caption's
             # share of the high-noise target counts as much as the image's
             weight = torch.maximum(weight, torch.clamp(1.0 / snr, max=args.high_noise_weight))
