@@ -22,6 +22,17 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used a server gets the tail of that server's log in its report (CI keeps nothing else)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Server) and value.log.is_file():
+                report.sections.append((f"server log ({value.url})", value.log.read_text(errors="replace")[-6000:]))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -109,13 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="from --high-noise-after on, weight each sample's loss by max(eps weight, min(1/snr, this))")
     p.add_argument("--high-noise-weight-after", type=int, default=None,
                    help="step from which --high-noise-weight applies (default: --high-noise-after)")
+    p.add_argument("--high-noise-until", type=int, default=None,
+                   help="step from which timesteps are uniform and unweighted again (a final polishing phase)")
+    p.add_argument("--lr-restart-at", type=int, nargs="*", default=[],
+                   help="steps where a new cosine cycle (warm restart) starts; each runs to the next one or --steps")
+    p.add_argument("--lr-restart", type=float, nargs="*", default=[],
+                   help="the peak learning rate of each --lr-restart-at cycle")
+    p.add_argument("--lr-first-cycle", type=int, default=None,
+                   help="the steps the first cosine cycle spans (default: --steps; the shipped recipe: 5000)")
 
     p = sub.add_parser("all", help="vae -> (PSNR gate) -> latents -> unet -> export, each resumed where it stopped")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--vae-steps", type=int, default=4500)
     p.add_argument("--vae-init-from", default=None, help="only used when training/vae has no checkpoint yet")
-    p.add_argument("--unet-steps", type=int, default=8000)
+    p.add_argument("--unet-steps", type=int, default=6600)
     p.add_argument("--min-psnr", type=float, default=30.0,
                    help="do not start the UNet stage unless the autoencoder reaches this held-out PSNR (dB)")
 
@@ -166,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# The shipped UNet's schedule (docs/DEMO_MODEL.md, "Recipe"): uniform timesteps to step 2,804, then half of each batch
+# from t >= 700, from step 3,778 also the high-noise loss weighting, from step 4,283 a second cosine cycle, and from
+# step 6,000 uniform timesteps again in a third, shorter cycle (polishing shapes and colours).
+UNET_RECIPE = ["--high-noise-frac", "0.5", "--high-noise-min", "700", "--high-noise-after", "2804",
+               "--high-noise-weight", "20", "--high-noise-weight-after", "3778",
+               "--lr-first-cycle", "5000", "--lr-restart-at", "4283", "6000", "--lr-restart", "2e-4", "1e-4",
+               "--high-noise-until", "6000"]
+
+
 def run_all(args) -> int:
     """The whole pipeline with the default settings; every stage resumes from its own checkpoint."""
     from tools.demo_model import export, unet, vae
@@ -183,7 +200,7 @@ def run_all(args) -> int:
               f"train the autoencoder longer (vae --steps N) or lower --min-psnr")
         return 1
     unet.build_latents(parser.parse_args(["latents", *common]))
-    res = unet.train(parser.parse_args(["unet", "--steps", str(args.unet_steps), *common]))
+    res = unet.train(parser.parse_args(["unet", "--steps", str(args.unet_steps), *UNET_RECIPE, *common]))
     if res["step"] >= args.unet_steps:
         export.main(parser.parse_args(["export"]))
     return 0

@@ -167,10 +167,24 @@ def sample_timesteps(args, step: int, device) -> torch.Tensor:
     for 2,500 steps while colour reached 88 %, and its x0 estimate at t = 999 was the same for every caption."""
     n = SCHEDULE["num_train_timesteps"]
     t = torch.randint(0, n, (args.batch,), device=device)
-    if args.high_noise_frac > 0 and step >= args.high_noise_after:
+    if args.high_noise_frac > 0 and args.high_noise_after <= step < (args.high_noise_until or step + 1):
         k = int(round(args.batch * args.high_noise_frac))
         t[:k] = torch.randint(args.high_noise_min, n, (k,), device=device)
     return t
+
+
+def learning_rate(args, step: int) -> float:
+    """Cosine from --lr (after --warmup) to 10 % over --lr-first-cycle steps (default --steps); each
+    --lr-restart-at step starts a new cosine cycle from its --lr-restart peak (50 warm-up steps: Adam's moments are
+    already warm) that runs to the next restart or --steps."""
+    starts = list(args.lr_restart_at)
+    if len(starts) != len(args.lr_restart):
+        raise SystemExit("--lr-restart-at and --lr-restart need one value each per cycle")
+    for i in reversed(range(len(starts))):
+        if step >= starts[i]:
+            end = starts[i + 1] if i + 1 < len(starts) else args.steps
+            return common.cosine_lr(step - starts[i], end - starts[i], args.lr_restart[i], 50)
+    return common.cosine_lr(step, args.lr_first_cycle or args.steps, args.lr, args.warmup)
 
 
 class EMA:
@@ -243,6 +257,9 @@ def train(args) -> dict:
             "min_snr": args.min_snr, "ema": args.ema, "precision": args.precision, "scale_factor": scale,
             "high_noise": [args.high_noise_frac, args.high_noise_min, args.high_noise_after,
                            args.high_noise_weight, args.high_noise_weight_after],
+            "high_noise_until": args.high_noise_until,
+            "lr_cycles": {"first": args.lr_first_cycle or args.steps, "restart_at": args.lr_restart_at,
+                          "peaks": args.lr_restart},
             "vae_step": vae_blob["step"], "n_data": n_data}
     step, elapsed0, rewarm_from = 0, 0.0, 0
     if ckpt_path.exists() and not args.restart:
@@ -333,7 +350,7 @@ def train(args) -> dict:
     acc, n_acc, t_log = 0.0, 0, time.monotonic()
     res: dict = {}
     while step < args.steps:
-        lr = common.cosine_lr(step, args.steps, args.lr, args.warmup)
+        lr = learning_rate(args, step)
         if rewarm_from:
             lr *= min(1.0, (step - rewarm_from + 1) / args.warmup)
         for g in opt.param_groups:
@@ -352,7 +369,7 @@ def train(args) -> dict:
             weight = torch.clamp(snr, max=args.min_snr) / snr
         else:
             weight = torch.ones(args.batch, device=device)
-        if args.high_noise_weight > 0 and step >= weight_after:
+        if args.high_noise_weight > 0 and weight_after <= step < (args.high_noise_until or step + 1):
             # x0-space weighting (1 / snr) capped at high_noise_weight where it exceeds the eps weighting: the caption's
             # share of the high-noise target counts as much as the image's
             weight = torch.maximum(weight, torch.clamp(1.0 / snr, max=args.high_noise_weight))
