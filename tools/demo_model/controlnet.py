@@ -6,7 +6,8 @@
 * model: diffusers ControlNetModel initialised from the base UNet's encoder (``ControlNetModel.from_unet``), hint
   encoder widths (16, 32, 96); base UNet and text encoder frozen, read from the shipped single file with the web UI's
   loader, so the ControlNet is trained against exactly the fp16 weights users get;
-* loss: the base model's epsilon loss (min-SNR-5 weighted) with the ControlNet's residuals added; 50 % of captions
+* loss: the base model's epsilon loss with the ControlNet's residuals added, min-SNR-5 weighted, half of each batch at
+  t >= 700 and weighted by at least min(1 / snr, 20) (the layout is decided at high noise); 50 % of captions
   replaced by the empty prompt (as the ControlNet paper does) so the control alone can carry the layout;
 * data: the UNet stage's latent cache (training/unet/latents.pt); the control images are re-rendered from the same
   seeds (the captions are checked against the cache) and kept as edges in training/controlnet/edges.pt;
@@ -29,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from tools.demo_model import analysis, common, data, models
-from tools.demo_model.unet import LATENT_CHUNK, SCHEDULE, _resolve, alphas_cumprod, encode_text, sample
+from tools.demo_model.unet import (LATENT_CHUNK, _resolve, alphas_cumprod, encode_text, loss_weights, sample,
+                                   sample_timesteps)
 
 CANNY_LOW, CANNY_HIGH = 100, 200
 HINT_WIDTHS = (16, 32, 96)
@@ -183,7 +185,9 @@ def train(args) -> dict:
     ac = alphas_cumprod().to(device)
     meta = {"base": base_path.name, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
             "cond_drop": args.cond_drop, "min_snr": args.min_snr, "n_data": n_data, "hint_widths": HINT_WIDTHS,
-            "canny": [CANNY_LOW, CANNY_HIGH]}
+            "canny": [CANNY_LOW, CANNY_HIGH],
+            "high_noise": [args.high_noise_frac, args.high_noise_min, args.high_noise_after, args.high_noise_weight,
+                           args.high_noise_weight_after, args.high_noise_until]}
     step, elapsed0, rewarm_from = 0, 0.0, 0
     if ckpt_path.exists() and not args.restart:
         ck = common.load_checkpoint(ckpt_path)
@@ -244,7 +248,7 @@ def train(args) -> dict:
         ids[(torch.rand(args.batch) < args.cond_drop).to(device)] = empty_ids
         hint = hint_tensor(edges[idx]).to(device)
         noise = torch.randn_like(x0)
-        t = torch.randint(0, SCHEDULE["num_train_timesteps"], (args.batch,), device=device)
+        t = sample_timesteps(args, step, device)
         a = ac[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with torch.no_grad():
@@ -253,10 +257,7 @@ def train(args) -> dict:
         pred = unet(xt, t, encoder_hidden_states=ctx, down_block_additional_residuals=down,
                     mid_block_additional_residual=mid).sample.float()
         per = F.mse_loss(pred, noise, reduction="none").flatten(1).mean(1)
-        if args.min_snr > 0:
-            snr = ac[t] / (1 - ac[t])
-            per = per * torch.clamp(snr, max=args.min_snr) / snr
-        loss = per.mean()
+        loss = (per * loss_weights(args, step, ac[t])).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(cn.parameters(), 1.0)

@@ -173,6 +173,18 @@ def sample_timesteps(args, step: int, device) -> torch.Tensor:
     return t
 
 
+def loss_weights(args, step: int, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights of the epsilon loss: min-SNR (--min-snr), and from --high-noise-weight-after (default
+    --high-noise-after) until --high-noise-until at least min(1 / snr, --high-noise-weight), i.e. x0-space weighting
+    at high noise, capped: there the caption's (or the control's) share of the target counts as much as the image's."""
+    snr = alpha_bar / (1 - alpha_bar)
+    weight = torch.clamp(snr, max=args.min_snr) / snr if args.min_snr > 0 else torch.ones_like(snr)
+    after = args.high_noise_after if args.high_noise_weight_after is None else args.high_noise_weight_after
+    if args.high_noise_weight > 0 and after <= step < (args.high_noise_until or step + 1):
+        weight = torch.maximum(weight, torch.clamp(1.0 / snr, max=args.high_noise_weight))
+    return weight
+
+
 def learning_rate(args, step: int) -> float:
     """Cosine from --lr (after --warmup) to 10 % over --lr-first-cycle steps (default --steps); each
     --lr-restart-at step starts a new cosine cycle from its --lr-restart peak (50 warm-up steps: Adam's moments are
@@ -341,7 +353,6 @@ def train(args) -> dict:
         # the first steps take longer while it compiles
         loss_fn = torch.compile(loss_fn)
 
-    weight_after = args.high_noise_after if args.high_noise_weight_after is None else args.high_noise_weight_after
     unet.train(), te.train()
     t_start = time.monotonic()
     every = common.Every(args.ckpt_minutes * 60)
@@ -364,16 +375,7 @@ def train(args) -> dict:
         t = sample_timesteps(args, step, device)
         a = ac[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        snr = ac[t] / (1 - ac[t])
-        if args.min_snr > 0:
-            weight = torch.clamp(snr, max=args.min_snr) / snr
-        else:
-            weight = torch.ones(args.batch, device=device)
-        if args.high_noise_weight > 0 and weight_after <= step < (args.high_noise_until or step + 1):
-            # x0-space weighting (1 / snr) capped at high_noise_weight where it exceeds the eps weighting: the caption's
-            # share of the high-noise target counts as much as the image's
-            weight = torch.maximum(weight, torch.clamp(1.0 / snr, max=args.high_noise_weight))
-        loss = loss_fn(xt, t, ids, noise, weight)
+        loss = loss_fn(xt, t, ids, noise, loss_weights(args, step, ac[t]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
