@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     # the layout is decided at high noise, where the epsilon loss hardly sees it (the UNet stage's lesson): at
     # uniform timesteps the control had no effect after 540 steps (loss flat, IoU 0 with and without)
     _high_noise_args(p, frac=0.5, weight=20.0)
+    # consistent captions only: with a control image on the other side the base model drew the caption's object too
+    # (and CFG amplified it), so part of each batch gets captions that name other positions than the control shows
+    p.add_argument("--conflict-frac", type=float, default=0.25,
+                   help="fraction of each batch whose caption names other positions than the scene (and control)")
+    p.add_argument("--conflict-after", type=int, default=878,
+                   help="step from which --conflict-frac applies (the shipped run: 878)")
 
     p = sub.add_parser("controlnet-export", help="write the ControlNet in the original key layout (fp16)")
     p.add_argument("--threads", type=int, default=1)

@@ -22,6 +22,7 @@ original ControlNet key layout (modules/models/ldm_export.controlnet_to_original
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -122,6 +123,16 @@ def steering(images_ctrl: np.ndarray, images_free: np.ndarray, cases) -> dict:
             "per_case_control": with_c, "per_case_without": without}
 
 
+def misplaced_caption(caption: str, r: int) -> str:
+    """The caption with every position phrase replaced by another one (``r`` picks which of the other four)."""
+    words = list(data.POSITION_WORDS.values())
+
+    def swap(m: re.Match) -> str:
+        others = [w for w in words if w != m.group(0)]
+        return others[r % len(others)]
+    return re.sub("|".join(map(re.escape, words)), swap, caption)
+
+
 # ----------------------------------------------------------------------------- model
 
 
@@ -187,7 +198,8 @@ def train(args) -> dict:
             "cond_drop": args.cond_drop, "min_snr": args.min_snr, "n_data": n_data, "hint_widths": HINT_WIDTHS,
             "canny": [CANNY_LOW, CANNY_HIGH],
             "high_noise": [args.high_noise_frac, args.high_noise_min, args.high_noise_after, args.high_noise_weight,
-                           args.high_noise_weight_after, args.high_noise_until]}
+                           args.high_noise_weight_after, args.high_noise_until],
+            "conflict": [args.conflict_frac, args.conflict_after]}
     step, elapsed0, rewarm_from = 0, 0.0, 0
     if ckpt_path.exists() and not args.restart:
         ck = common.load_checkpoint(ckpt_path)
@@ -245,6 +257,12 @@ def train(args) -> dict:
         idx = torch.randint(0, n_data, (args.batch,))
         x0 = latents[idx].float().to(device) * scale
         ids = ids_all[idx].to(device)
+        if args.conflict_frac > 0 and step >= args.conflict_after:
+            # the control image is the authority on layout: some captions name other positions than the scene's
+            k = int(round(args.batch * args.conflict_frac))
+            r = torch.randint(0, 4, (k,)).tolist()
+            caps = [misplaced_caption(cache["captions"][int(i)], ri) for i, ri in zip(idx[:k], r)]
+            ids[:k] = models.token_ids(model.tokenizers[0], caps).to(device)
         ids[(torch.rand(args.batch) < args.cond_drop).to(device)] = empty_ids
         hint = hint_tensor(edges[idx]).to(device)
         noise = torch.randn_like(x0)
