@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="training/eval")
 
     p = sub.add_parser("controlnet", help="train the Canny ControlNet against the shipped base model")
-    _train_common(p, steps=2000, batch=32, lr=3e-4, warmup=100)
+    _train_common(p, steps=1800, batch=32, lr=3e-4, warmup=100)
     p.add_argument("--run", default="controlnet", help="folder under training/")
     p.add_argument("--base", default=DEMO_CKPT, help="the base checkpoint (single file + yaml)")
     p.add_argument("--latents", default="training/unet/latents.pt")
