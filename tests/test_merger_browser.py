@@ -99,6 +99,8 @@ def test_merge_in_the_browser_then_load_and_generate(server):
             assert page.locator("#checkpoint_status .sd-error").count() == 0
             assert requests.get(server.api("options"), timeout=60).json()["sd_model_checkpoint"] == new_title
 
+            # a fresh page on the switched model: no late update of the switch can reset the sizes typed below
+            open_ui(page, server)
             page.locator("#txt2img_prompt textarea").fill("a merged square")
             set_number(page, "txt2img_width", 64)
             set_number(page, "txt2img_height", 64)

@@ -130,7 +130,7 @@ def test_ui_page_is_served(server):
 
 def test_api_only_server_without_model_with_auth(tmp_path):
     from tests.conftest import start_server
-    srv = start_server(tmp_path, "--nowebui", "--api-auth", "alice:s3cret", wait_model=False)
+    srv = start_server(tmp_path, "--nowebui", "--api-auth", "alice:s3cret", "--no-demo-model", wait_model=False)
     try:
         assert srv.proc.poll() is None
         assert requests.get(srv.api("sd-models"), timeout=10).status_code == 401
