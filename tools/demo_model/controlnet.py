@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from tools.demo_model import analysis, common, data, models
-from tools.demo_model.unet import (LATENT_CHUNK, _resolve, alphas_cumprod, encode_text, loss_weights, sample,
-                                   sample_timesteps)
+from tools.demo_model.unet import (LATENT_CHUNK, _resolve, alphas_cumprod, encode_text, high_noise_meta, loss_weights,
+                                   sample, sample_timesteps)
 
 CANNY_LOW, CANNY_HIGH = 100, 200
 HINT_WIDTHS = (16, 32, 96)
@@ -197,8 +197,7 @@ def train(args) -> dict:
     meta = {"base": base_path.name, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
             "cond_drop": args.cond_drop, "min_snr": args.min_snr, "n_data": n_data, "hint_widths": HINT_WIDTHS,
             "canny": [CANNY_LOW, CANNY_HIGH],
-            "high_noise": [args.high_noise_frac, args.high_noise_min, args.high_noise_after, args.high_noise_weight,
-                           args.high_noise_weight_after, args.high_noise_until],
+            "high_noise": high_noise_meta(args),
             "conflict": [args.conflict_frac, args.conflict_after]}
     step, elapsed0, rewarm_from = 0, 0.0, 0
     if ckpt_path.exists() and not args.restart:

@@ -167,10 +167,19 @@ def sample_timesteps(args, step: int, device) -> torch.Tensor:
     for 2,500 steps while colour reached 88 %, and its x0 estimate at t = 999 was the same for every caption."""
     n = SCHEDULE["num_train_timesteps"]
     t = torch.randint(0, n, (args.batch,), device=device)
-    if args.high_noise_frac > 0 and args.high_noise_after <= step < (args.high_noise_until or step + 1):
+    if args.high_noise_frac > 0 and _high_noise_phase(args, args.high_noise_after, step):
         k = int(round(args.batch * args.high_noise_frac))
         t[:k] = torch.randint(args.high_noise_min, n, (k,), device=device)
     return t
+
+
+def _high_noise_phase(args, start: int, step: int) -> bool:
+    return start <= step < (args.high_noise_until or step + 1)
+
+
+def high_noise_meta(args) -> dict:
+    """The high-noise options as a run's config.json records them."""
+    return {k: getattr(args, f"high_noise_{k}") for k in ("frac", "min", "after", "weight", "weight_after", "until")}
 
 
 def loss_weights(args, step: int, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -180,7 +189,7 @@ def loss_weights(args, step: int, alpha_bar: torch.Tensor) -> torch.Tensor:
     snr = alpha_bar / (1 - alpha_bar)
     weight = torch.clamp(snr, max=args.min_snr) / snr if args.min_snr > 0 else torch.ones_like(snr)
     after = args.high_noise_after if args.high_noise_weight_after is None else args.high_noise_weight_after
-    if args.high_noise_weight > 0 and after <= step < (args.high_noise_until or step + 1):
+    if args.high_noise_weight > 0 and _high_noise_phase(args, after, step):
         weight = torch.maximum(weight, torch.clamp(1.0 / snr, max=args.high_noise_weight))
     return weight
 
@@ -189,9 +198,7 @@ def learning_rate(args, step: int) -> float:
     """Cosine from --lr (after --warmup) to 10 % over --lr-first-cycle steps (default --steps); each
     --lr-restart-at step starts a new cosine cycle from its --lr-restart peak (50 warm-up steps: Adam's moments are
     already warm) that runs to the next restart or --steps."""
-    starts = list(args.lr_restart_at)
-    if len(starts) != len(args.lr_restart):
-        raise SystemExit("--lr-restart-at and --lr-restart need one value each per cycle")
+    starts = args.lr_restart_at
     for i in reversed(range(len(starts))):
         if step >= starts[i]:
             end = starts[i + 1] if i + 1 < len(starts) else args.steps
@@ -252,6 +259,8 @@ def train(args) -> dict:
         raise SystemExit(f"{args.latents} was encoded with the autoencoder of step {cache['vae_step']}, but "
                          f"{args.vae} is step {vae_blob['step']}: run the `latents` command again")
 
+    if len(args.lr_restart_at) != len(args.lr_restart):
+        raise SystemExit("--lr-restart-at and --lr-restart need one value each per cycle")
     te_cfg = models.text_config(args.text_variant)
     unet_cfg = models.unet_config(args.unet_variant, te_cfg["hidden_size"], latent_channels=latents.shape[1],
                                   sample_size=latents.shape[-1])
@@ -267,9 +276,7 @@ def train(args) -> dict:
     meta = {"unet_variant": args.unet_variant, "text_variant": args.text_variant, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "seed": args.seed, "cond_drop": args.cond_drop,
             "min_snr": args.min_snr, "ema": args.ema, "precision": args.precision, "scale_factor": scale,
-            "high_noise": [args.high_noise_frac, args.high_noise_min, args.high_noise_after,
-                           args.high_noise_weight, args.high_noise_weight_after],
-            "high_noise_until": args.high_noise_until,
+            "high_noise": high_noise_meta(args),
             "lr_cycles": {"first": args.lr_first_cycle or args.steps, "restart_at": args.lr_restart_at,
                           "peaks": args.lr_restart},
             "vae_step": vae_blob["step"], "n_data": n_data}
