@@ -45,6 +45,39 @@ def test_caption_format():
         data.parse_caption("a cat")
 
 
+def test_partial_captions_leave_out_one_kind_of_attribute():
+    two = "a small red circle at the top and a large white triangle at the bottom, gray background"
+    assert data.partial_caption(two, "position") == "a small red circle and a large white triangle, gray background"
+    assert data.partial_caption(two, "color") == \
+        "a small circle at the top and a large triangle at the bottom, gray background"
+    assert data.partial_caption(two, "background") == \
+        "a small red circle at the top and a large white triangle at the bottom"
+    rng = np.random.default_rng(5)
+    for _ in range(100):
+        scene = data.random_scene(rng)
+        words = {kind: data.partial_caption(scene.caption, kind).replace(",", " ").split() for kind in data.PARTIAL_KINDS}
+        for o in scene.objects:
+            assert o.color not in words["color"] and o.color in words["position"] + words["background"]
+            assert o.shape in words["color"] and o.shape in words["position"] and o.size in words["background"]
+        assert "background" not in words["background"] and words["color"][-2:] == [scene.background, "background"]
+        assert not {"left", "right", "top", "bottom", "center"} & set(words["position"])
+    with pytest.raises(ValueError, match="leave_out must be one of"):
+        data.partial_caption(two, "size")
+
+
+def test_partial_caption_ids_line_up_with_their_captions():
+    from tools.demo_model import models, unet
+
+    tok = models.load_tokenizer()
+    caps = ["a large red circle on the left, blue background", "a small green square at the top, gray background",
+            "a large red circle on the left, blue background"]
+    ids = unet.partial_caption_ids(tok, caps)
+    assert ids.shape == (len(data.PARTIAL_KINDS), 3, 77)
+    for k, kind in enumerate(data.PARTIAL_KINDS):
+        want = models.token_ids(tok, [data.partial_caption(c, kind) for c in caps])
+        assert ids[k].long().equal(want)
+
+
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_pixels_match_single_object_captions(split):
     """The evaluation's pixel analysis reads back exactly what the caption says from rendered scenes."""

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-variant", default="t64")
     p.add_argument("--cond-drop", type=float, default=0.1, help="caption dropout (for classifier-free guidance)")
     p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR loss weighting gamma (0 = off)")
+    p.add_argument("--partial-captions", type=float, default=0.0,
+                   help="fraction of each batch whose caption leaves out the positions, the colours or the "
+                        "background (one kind, at random): each word learns its own effect")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--eval-captions", type=int, default=32, help="held-out captions scored at every checkpoint")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step (TorchInductor)")

@@ -134,6 +134,33 @@ def parse_caption(caption: str) -> tuple[str, list[dict]]:
 # ----------------------------------------------------------------------------- sampling
 
 
+# what a partial caption leaves out (``partial_caption``)
+PARTIAL_KINDS = ("position", "color", "background")
+
+
+def partial_caption(caption: str, leave_out: str) -> str:
+    """The caption with one kind of attribute left out of every object (or the background clause dropped):
+    ``a large red circle on the left, blue background`` -> ``a large red circle, blue background`` (position),
+    ``a large circle on the left, blue background`` (color), ``a large red circle on the left`` (background).
+
+    Training on some of these teaches each word its own effect, so shorter prompts such as "a red circle" (what
+    people type) still work; the image keeps whatever the left-out attribute happened to be."""
+    if leave_out not in PARTIAL_KINDS:
+        raise ValueError(f"leave_out must be one of {PARTIAL_KINDS}, got {leave_out!r}")
+    background, objs = parse_caption(caption)
+    phrases = []
+    for o in objs:
+        words = ["a", o["size"]]
+        if leave_out != "color":
+            words.append(o["color"])
+        words.append(o["shape"])
+        if leave_out != "position":
+            words.append(POSITION_WORDS[o["position"]])
+        phrases.append(" ".join(words))
+    head = " and ".join(phrases)
+    return head if leave_out == "background" else f"{head}, {background} background"
+
+
 def _color_distance(a: str, b: str) -> float:
     return float(np.linalg.norm(np.subtract(BACKGROUNDS[a], BACKGROUNDS[b], dtype=np.float64)))
 

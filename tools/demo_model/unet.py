@@ -240,6 +240,17 @@ def grid_captions() -> list[str]:
     return held + train
 
 
+def partial_caption_ids(tok, captions: list[str]) -> torch.Tensor:
+    """[len(data.PARTIAL_KINDS), n, 77] int32 token ids of every caption with one kind of attribute left out."""
+    unique = sorted(set(captions))
+    rows = []
+    for kind in data.PARTIAL_KINDS:
+        ids = models.token_ids(tok, [data.partial_caption(c, kind) for c in unique]).to(torch.int32)
+        where = {c: i for i, c in enumerate(unique)}
+        rows.append(ids[torch.tensor([where[c] for c in captions])])
+    return torch.stack(rows)
+
+
 def train(args) -> dict:
     from tools.demo_model.vae import load_vae
 
@@ -276,6 +287,7 @@ def train(args) -> dict:
     meta = {"unet_variant": args.unet_variant, "text_variant": args.text_variant, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "seed": args.seed, "cond_drop": args.cond_drop,
             "min_snr": args.min_snr, "ema": args.ema, "precision": args.precision, "scale_factor": scale,
+            "partial_captions": args.partial_captions,
             "high_noise": high_noise_meta(args),
             "lr_cycles": {"first": args.lr_first_cycle or args.steps, "restart_at": args.lr_restart_at,
                           "peaks": args.lr_restart},
@@ -315,6 +327,7 @@ def train(args) -> dict:
     log = common.CsvLog(out / "log.csv", ["step", "loss", "lr", "sec_per_step", "elapsed_min"], step)
     elog = common.CsvLog(out / "eval.csv", ["step", "color", "position", "shape", "size", "color_cfg1",
                                             "position_cfg1", "shape_cfg1", "eval_sec", "elapsed_min"], step)
+    partial_ids = partial_caption_ids(tok, cache["captions"]) if args.partial_captions > 0 else None
     g_caps = grid_captions()
     g_ids = models.token_ids(tok, g_caps)
     e_caps = data.heldout_captions(args.eval_captions)
@@ -349,8 +362,12 @@ def train(args) -> dict:
                   f"{res['color_cfg1']:.0%} position {res['position_cfg1']:.0%} shape {res['shape_cfg1']:.0%}")
         return res
 
+    # resolved here, not inside the compiled step: a call out to the CPU check there broke the graph, and the
+    # fresh context object it returned made TorchDynamo recompile the rest of the step every time (35 s/step)
+    bf16 = common.resolve_precision(device, args.precision) == "bf16"
+
     def loss_fn(xt, t, ids, noise, weight):
-        with common.autocast(device, args.precision):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             ctx = encode_text(te, ids)
             pred = unet(xt, t, encoder_hidden_states=ctx).sample.float()
         return (F.mse_loss(pred, noise, reduction="none").flatten(1).mean(1) * weight).mean()
@@ -375,7 +392,12 @@ def train(args) -> dict:
             g["lr"] = lr
         idx = torch.randint(0, n_data, (args.batch,))
         x0 = latents[idx].float().to(device) * scale
-        ids = ids_all[idx].to(device)
+        ids = ids_all[idx]
+        if partial_ids is not None:
+            part = torch.nonzero(torch.rand(args.batch) < args.partial_captions).flatten()
+            kinds = torch.randint(0, len(partial_ids), (len(part),))
+            ids[part] = partial_ids[kinds, idx[part]].long()
+        ids = ids.to(device)
         drop = torch.rand(args.batch) < args.cond_drop
         ids[drop.to(device)] = empty_ids.to(device)
         noise = torch.randn_like(x0)
