@@ -91,6 +91,7 @@ def test_pixels_match_single_object_captions(split):
         assert (res.color, res.position, res.shape, res.size) == (obj.color, obj.position, obj.shape, obj.size), \
             scene.caption
         assert np.allclose(res.background_rgb, data.BACKGROUNDS[scene.background], atol=1)
+        assert res.background == scene.background
 
 
 def test_two_object_scenes_have_both_objects_where_the_caption_says():

@@ -49,11 +49,11 @@ def test_heldout_captions_meet_the_ci_floor_and_cfg_matters(demo):
     acc = evaluate(demo, captions, steps=20, cfg=7.0, sampler="DPM++ 2M", out=None)
     for k, floor in CI_FLOOR.items():
         assert acc[k] >= floor, f"{k}: {acc[k]:.0%} < {floor:.0%} ({acc})"
-    # guidance is what makes the colour right (240 captions: 84 % at CFG 7, 71 % at CFG 1; on these 24: 96 vs 62 %);
-    # position does not depend on it and shape is a little better without it (79 vs 85 % on 240)
+    # guidance is what makes the colour right (240 captions: 87 % at CFG 7, 74 % at CFG 1; all three 77 vs 66 %;
+    # on these 24: colour 96 vs 67 %, all three 88 vs 58 %); position does not depend on it
     no_cfg = evaluate(demo, captions, steps=20, cfg=1.0, sampler="DPM++ 2M", out=None)
     assert no_cfg["color"] <= acc["color"] - 0.15, (acc, no_cfg)
-    assert no_cfg["all3"] < acc["all3"], (acc, no_cfg)
+    assert no_cfg["all3"] <= acc["all3"] - 0.15, (acc, no_cfg)
 
 
 def test_canny_controlnet_steers_the_shape_in_a_diffusers_pipeline(demo):

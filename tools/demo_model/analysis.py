@@ -11,6 +11,7 @@ captions).  numpy only.
 * shape: a triangle is much narrower in its top quarter than in its bottom quarter; otherwise the fill ratio
   (area / bounding-box area) separates squares (~1) from circles (~pi/4)
 * size: half the larger bounding-box side, small below ``SIZE_SPLIT`` pixels
+* background: nearest named background colour to the border's median (also when no object is found)
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.demo_model.data import ANCHORS, COLORS, EXTENT, IMAGE_SIZE
+from tools.demo_model.data import ANCHORS, BACKGROUNDS, COLORS, EXTENT, IMAGE_SIZE
 
 FG_THRESHOLD = 60.0
 MIN_AREA = 12            # smaller components are noise, not an object
@@ -28,6 +29,8 @@ TRIANGLE_TAPER = 0.6
 
 _COLOR_NAMES = list(COLORS)
 _COLOR_RGB = np.asarray([COLORS[c] for c in _COLOR_NAMES], dtype=np.float32)
+_BG_NAMES = list(BACKGROUNDS)
+_BG_RGB = np.asarray([BACKGROUNDS[c] for c in _BG_NAMES], dtype=np.float32)
 _ANCHOR_NAMES = list(ANCHORS)
 _ANCHOR_XY = np.asarray([ANCHORS[a] for a in _ANCHOR_NAMES], dtype=np.float32)
 
@@ -45,6 +48,12 @@ class Analysis:
     taper: float = 0.0
     mean_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)
     background_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def background(self) -> str:
+        """The named background colour (object colours and gray, pink, brown, teal) nearest to the border's."""
+        d = np.linalg.norm(_BG_RGB - np.asarray(self.background_rgb, dtype=np.float32)[None], axis=1)
+        return _BG_NAMES[int(np.argmin(d))]
 
 
 def background_rgb(img: np.ndarray) -> np.ndarray:
