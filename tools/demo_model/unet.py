@@ -244,12 +244,10 @@ def grid_captions() -> list[str]:
 def partial_caption_ids(tok, captions: list[str]) -> torch.Tensor:
     """[len(data.PARTIAL_KINDS), n, 77] int32 token ids of every caption with one kind of attribute left out."""
     unique = sorted(set(captions))
-    rows = []
-    for kind in data.PARTIAL_KINDS:
-        ids = models.token_ids(tok, [data.partial_caption(c, kind) for c in unique]).to(torch.int32)
-        where = {c: i for i, c in enumerate(unique)}
-        rows.append(ids[torch.tensor([where[c] for c in captions])])
-    return torch.stack(rows)
+    where = {c: i for i, c in enumerate(unique)}
+    rows = torch.tensor([where[c] for c in captions])
+    return torch.stack([models.token_ids(tok, [data.partial_caption(c, kind) for c in unique]).to(torch.int32)[rows]
+                        for kind in data.PARTIAL_KINDS])
 
 
 def train(args) -> dict:
