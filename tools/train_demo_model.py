@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--vae-steps", type=int, default=4500)
     p.add_argument("--vae-init-from", default=None, help="only used when training/vae has no checkpoint yet")
-    p.add_argument("--unet-steps", type=int, default=8000)
+    p.add_argument("--unet-steps", type=int, default=12800)
     p.add_argument("--min-psnr", type=float, default=30.0,
                    help="do not start the UNet stage unless the autoencoder reaches this held-out PSNR (dB)")
 
@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
 # step 6,000 uniform timesteps again in a third, shorter cycle (polishing shapes and colours).
 UNET_RECIPE = ["--high-noise-frac", "0.5", "--high-noise-min", "700", "--high-noise-after", "2804",
                "--high-noise-weight", "20", "--high-noise-weight-after", "3778",
-               "--lr-first-cycle", "5000", "--lr-restart-at", "4283", "6000", "6600",
-               "--lr-restart", "2e-4", "1e-4", "1e-4", "--high-noise-until", "6000",
+               "--lr-first-cycle", "5000", "--lr-restart-at", "4283", "6000", "6600", "8000", "10400",
+               "--lr-restart", "2e-4", "1e-4", "1e-4", "1e-4", "1e-4", "--high-noise-until", "6000",
                "--partial-captions", "0.25", "--partial-captions-after", "6600"]
 
 
