@@ -194,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The shipped UNet's schedule (docs/DEMO_MODEL.md, "Recipe"): uniform timesteps to step 2,804, then half of each batch
-# from t >= 700, from step 3,778 also the high-noise loss weighting, from step 4,283 a second cosine cycle, and from
-# step 6,000 uniform timesteps again in a third, shorter cycle (polishing shapes and colours).
+# from t >= 700, from step 3,778 also the high-noise loss weighting, from step 4,283 a second cosine cycle, from
+# step 6,000 uniform timesteps again in a third, shorter cycle, and from step 6,600 three 1e-4 cycles (6,600, 8,000,
+# 10,400) with a quarter of each batch on partial captions (polishing colours and shapes).
 UNET_RECIPE = ["--high-noise-frac", "0.5", "--high-noise-min", "700", "--high-noise-after", "2804",
                "--high-noise-weight", "20", "--high-noise-weight-after", "3778",
                "--lr-first-cycle", "5000", "--lr-restart-at", "4283", "6000", "6600", "8000", "10400",

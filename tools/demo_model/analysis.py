@@ -52,8 +52,7 @@ class Analysis:
     @property
     def background(self) -> str:
         """The named background colour (object colours and gray, pink, brown, teal) nearest to the border's."""
-        d = np.linalg.norm(_BG_RGB - np.asarray(self.background_rgb, dtype=np.float32)[None], axis=1)
-        return _BG_NAMES[int(np.argmin(d))]
+        return _nearest(_BG_NAMES, _BG_RGB, self.background_rgb)
 
 
 def background_rgb(img: np.ndarray) -> np.ndarray:
@@ -88,9 +87,13 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == ids[np.argmax(counts)]
 
 
+def _nearest(names: list[str], table: np.ndarray, rgb) -> str:
+    d = np.linalg.norm(table - np.asarray(rgb, dtype=np.float32)[None], axis=1)
+    return names[int(np.argmin(d))]
+
+
 def nearest_color(rgb) -> str:
-    d = np.linalg.norm(_COLOR_RGB - np.asarray(rgb, dtype=np.float32)[None], axis=1)
-    return _COLOR_NAMES[int(np.argmin(d))]
+    return _nearest(_COLOR_NAMES, _COLOR_RGB, rgb)
 
 
 def analyze(img: np.ndarray) -> Analysis:

@@ -75,7 +75,8 @@ def evaluate(model, captions: list[str], steps: int, cfg: float, sampler: str, o
         seed = 10_000 + i
         img = generate(model, cap, seed, steps, cfg, sampler)
         images.append(img[None])
-        want = data.parse_caption(cap)[1][0]
+        background, objects = data.parse_caption(cap)
+        want = objects[0]
         res = analysis.analyze(img)
         row = {"caption": cap, "seed": seed, "found": res.found}
         for k in ("color", "position", "shape", "size"):
@@ -83,7 +84,7 @@ def evaluate(model, captions: list[str], steps: int, cfg: float, sampler: str, o
             row[f"got_{k}"] = getattr(res, k)
             row[f"ok_{k}"] = bool(res.found and getattr(res, k) == want[k])
         # reported, not a target of issue 3: does the background follow its words?
-        row["want_background"] = data.parse_caption(cap)[0]
+        row["want_background"] = background
         row["got_background"] = res.background
         row["ok_background"] = res.background == row["want_background"]
         rows.append(row)
