@@ -1,4 +1,5 @@
-"""Training helpers of the demo model that guard the result: the compiled-step gradient check."""
+"""Training helpers of the demo model that guard the result: the compiled-step gradient check and the colour
+oversampling of the draws."""
 
 from __future__ import annotations
 
@@ -43,3 +44,36 @@ def test_a_wrong_bias_gradient_is_caught_and_named():
     err, where = common.compiled_grad_error(loss, wrong, params, inputs)
     assert err > 1.0
     assert params[where] is net[2].bias
+
+
+def test_oversampled_colours_are_drawn_that_much_more_often():
+    from tools.demo_model import data
+    from tools.demo_model.unet import oversample_weights
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    captions = [data.random_scene(rng).caption for _ in range(600)]
+    assert oversample_weights(captions, []) is None
+    w = oversample_weights(captions, ["orange=3", "black=2"])
+    for cap, weight in zip(captions, w.tolist()):
+        colours = {o["color"] for o in data.parse_caption(cap)[1]}
+        assert weight == (3.0 if "orange" in colours else 2.0 if "black" in colours else 1.0)
+    torch.manual_seed(0)
+    drawn = torch.multinomial(w, 20_000, replacement=True)
+    has_orange = torch.tensor(["orange" in c for c in captions])
+    share = has_orange[drawn].float().mean().item()
+    expected = float((w * has_orange).sum() / w.sum())
+    assert abs(share - expected) < 0.02 and share > 1.5 * has_orange.float().mean().item()
+
+
+def test_oversample_rejects_unknown_colours_and_bad_factors():
+    import pytest
+
+    from tools.demo_model.unet import oversample_weights
+
+    caps = ["a large red circle on the left, blue background"]
+    for bad, words in (("pink=2", "COLOUR one of red"), ("orange", "COLOUR=FACTOR"), ("orange=x", "number"),
+                       ("orange=0", "above 0")):
+        with pytest.raises(SystemExit, match=words):
+            oversample_weights(caps, [bad])

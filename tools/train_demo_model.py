@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of each batch whose caption leaves out the positions, the colours or the "
                         "background (one kind, at random): each word learns its own effect")
     p.add_argument("--partial-captions-after", type=int, default=0, help="step from which --partial-captions applies")
+    p.add_argument("--oversample", nargs="*", default=[], metavar="COLOUR=FACTOR",
+                   help="draw scenes with an object of this colour FACTOR times as often (e.g. orange=3): more "
+                        "gradient for the colours the model renders least precisely")
+    p.add_argument("--oversample-after", type=int, default=0, help="step from which --oversample applies")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--eval-captions", type=int, default=32, help="held-out captions scored at every checkpoint")
     p.add_argument("--compile", action="store_true",

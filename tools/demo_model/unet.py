@@ -250,6 +250,27 @@ def partial_caption_ids(tok, captions: list[str]) -> torch.Tensor:
                         for kind in data.PARTIAL_KINDS])
 
 
+def oversample_weights(captions: list[str], factors: list[str]) -> torch.Tensor | None:
+    """Per-scene sampling weights for ``--oversample orange=3 ...``: a scene weighs the largest factor among its
+    objects' colours (1 for none); None when no factor is given (plain uniform draws)."""
+    if not factors:
+        return None
+    table = {}
+    for item in factors:
+        color, sep, factor = item.partition("=")
+        if not sep or color not in data.COLORS:
+            raise SystemExit(f"--oversample takes COLOUR=FACTOR with COLOUR one of {', '.join(data.COLORS)}; "
+                             f"got {item!r}")
+        try:
+            table[color] = float(factor)
+        except ValueError:
+            raise SystemExit(f"--oversample {item!r}: FACTOR must be a number") from None
+        if table[color] <= 0:
+            raise SystemExit(f"--oversample {item!r}: FACTOR must be above 0")
+    weights = [max([table.get(o["color"], 1.0) for o in data.parse_caption(c)[1]]) for c in captions]
+    return torch.tensor(weights, dtype=torch.float64)
+
+
 def train(args) -> dict:
     from tools.demo_model.vae import load_vae
 
@@ -287,6 +308,7 @@ def train(args) -> dict:
             "batch": args.batch, "lr": args.lr, "seed": args.seed, "cond_drop": args.cond_drop,
             "min_snr": args.min_snr, "ema": args.ema, "precision": args.precision, "scale_factor": scale,
             "partial_captions": args.partial_captions, "partial_captions_after": args.partial_captions_after,
+            "oversample": args.oversample, "oversample_after": args.oversample_after,
             "high_noise": high_noise_meta(args),
             "lr_cycles": {"first": args.lr_first_cycle or args.steps, "restart_at": args.lr_restart_at,
                           "peaks": args.lr_restart},
@@ -327,6 +349,7 @@ def train(args) -> dict:
     elog = common.CsvLog(out / "eval.csv", ["step", "color", "position", "shape", "size", "color_cfg1",
                                             "position_cfg1", "shape_cfg1", "eval_sec", "elapsed_min"], step)
     partial_ids = partial_caption_ids(tok, cache["captions"]) if args.partial_captions > 0 else None
+    draw_weights = oversample_weights(cache["captions"], args.oversample)
     g_caps = grid_captions()
     g_ids = models.token_ids(tok, g_caps)
     e_caps = data.heldout_captions(args.eval_captions)
@@ -404,7 +427,10 @@ def train(args) -> dict:
             lr *= min(1.0, (step - rewarm_from + 1) / args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.randint(0, n_data, (args.batch,))
+        if draw_weights is not None and step >= args.oversample_after:
+            idx = torch.multinomial(draw_weights, args.batch, replacement=True)
+        else:
+            idx = torch.randint(0, n_data, (args.batch,))
         x0 = latents[idx].float().to(device) * scale
         ids = ids_all[idx]
         if partial_ids is not None and step >= args.partial_captions_after:
