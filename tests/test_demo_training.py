@@ -3,9 +3,12 @@ oversampling of the draws."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
-from tools.demo_model import common
+from tools.demo_model import common, data
+from tools.demo_model.unet import oversample_weights
 
 
 def _model_and_inputs():
@@ -47,11 +50,6 @@ def test_a_wrong_bias_gradient_is_caught_and_named():
 
 
 def test_oversampled_colours_are_drawn_that_much_more_often():
-    from tools.demo_model import data
-    from tools.demo_model.unet import oversample_weights
-
-    import numpy as np
-
     rng = np.random.default_rng(3)
     captions = [data.random_scene(rng).caption for _ in range(600)]
     assert oversample_weights(captions, []) is None
@@ -68,10 +66,6 @@ def test_oversampled_colours_are_drawn_that_much_more_often():
 
 
 def test_oversample_rejects_unknown_colours_and_bad_factors():
-    import pytest
-
-    from tools.demo_model.unet import oversample_weights
-
     caps = ["a large red circle on the left, blue background"]
     for bad, words in (("pink=2", "COLOUR one of red"), ("orange", "COLOUR=FACTOR"), ("orange=x", "number"),
                        ("orange=0", "above 0")):

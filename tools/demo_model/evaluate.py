@@ -128,8 +128,8 @@ def main(args) -> None:
     captions = data.heldout_captions(args.n)
     out_root = _resolve(args.out)
     results = {"checkpoint": str(ckpt), "n": len(captions), "first_seed": args.first_seed, "steps": args.steps,
-               "sampler": args.sampler,
-               "threads": torch.get_num_threads(), "load_s": load_s, "file_mb": ckpt.stat().st_size / 1e6}
+               "sampler": args.sampler, "threads": torch.get_num_threads(), "load_s": load_s,
+               "file_mb": ckpt.stat().st_size / 1e6}
     results["single_image_s"] = time_single_image(model, args.steps, args.cfg[0], args.sampler)
     for cfg in args.cfg:
         t0 = time.perf_counter()
@@ -138,8 +138,7 @@ def main(args) -> None:
         results[f"cfg{cfg:g}"] = acc
         print(f"cfg {cfg:g}: colour {acc['color']:.1%} position {acc['position']:.1%} shape {acc['shape']:.1%} "
               f"size {acc['size']:.1%} (all three {acc['all3']:.1%}; background {acc['background']:.1%}; colour error "
-              f"{acc['color_error']:.1f}) on "
-              f"{len(captions)} held-out captions")
+              f"{acc['color_error']:.1f}) on {len(captions)} held-out captions")
     main_acc = results[f"cfg{args.cfg[0]:g}"]
     floor = TARGETS if len(captions) >= 200 else CI_FLOOR
     results["passed"] = all(main_acc[k] >= v for k, v in floor.items())
