@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, nargs="+", default=None,
                    help="guidance scales; the first is scored against the targets (default: the evaluation's fixed "
-                        "CFG, evaluate.EVAL_CFG = 5, and 1 to show what guidance adds)")
+                        "CFG, tools/demo_model/evaluate.py EVAL_CFG, and 1 to show what guidance adds)")
     p.add_argument("--sampler", default="DPM++ 2M")
     p.add_argument("--first-seed", type=int, default=10_000,
                    help="caption i is drawn with seed FIRST_SEED + i (the evaluation: 10000; choosing settings: "
