@@ -5,11 +5,12 @@ import datetime
 import io
 import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
+
+from modules import atomic_file
 
 _save_lock = threading.Lock()
 _INVALID = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
@@ -58,8 +59,6 @@ def save_image(image: Image.Image, outdir: Path, seed: int, prompt: str, infotex
         if words:
             stem = f"{stem}-{words}"[:MAX_NAME]
         path = folder / f"{stem}.png"
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        with atomic_file.replacing(path, sync=False) as tmp:
+            tmp.write_bytes(data)
     return path

@@ -35,10 +35,11 @@ DDPM schedule buffers (``betas``, ``alphas_cumprod``, ...), EMA weights (``model
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Callable, Iterable, Mapping
 
 import torch
+
+from modules import atomic_file
 
 __all__ = ["ARCHS", "to_ldm_state_dict", "controlnet_to_original_state_dict", "save_checkpoint"]
 
@@ -502,22 +503,10 @@ def save_checkpoint(
 
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # 0o666 minus the umask, like a normally created file (mkstemp would give 0o600)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
+    with atomic_file.replacing(path) as tmp:
         if ext == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(tensors, tmp, metadata=metadata)
+            save_file(tensors, str(tmp), metadata=metadata)
         else:
             torch.save({"state_dict": tensors}, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from modules import atomic_file
 from modules.models.hashing import file_sha256, legacy_hash
 from modules.models.safe_load import ModelFileError, load_state_dict
 
@@ -398,25 +398,14 @@ def _json_or_none(text: str | None):
         return None
 
 
-def _temp_beside(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
 def _write(tensors: dict[str, torch.Tensor], target: Path, metadata: dict[str, str]) -> None:
-    """Temp file in the same folder, then os.replace: a failed or interrupted write never leaves a partial model."""
-    tmp = _temp_beside(target)
-    try:
+    """A failed or interrupted write never leaves a partial model (atomic_file)."""
+    with atomic_file.replacing(target) as tmp:
         if target.suffix == ".safetensors":
             from safetensors.torch import save_file
             save_file(tensors, str(tmp), metadata=metadata or None)
         else:
             torch.save(tensors, str(tmp))  # a plain state dict, as A1111 writes .ckpt merges
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _copy_config(source: str, target: Path, a: ModelRef, b: ModelRef | None, c: ModelRef | None) -> Path | None:
@@ -432,11 +421,6 @@ def _copy_config(source: str, target: Path, a: ModelRef, b: ModelRef | None, c: 
     if chosen is None:
         return None
     dest = target.with_suffix(".yaml")
-    tmp = _temp_beside(dest)
-    try:
+    with atomic_file.replacing(dest) as tmp:
         shutil.copyfile(chosen, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest

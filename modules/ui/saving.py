@@ -4,14 +4,12 @@ outputs/save/ with its infotext and appends a row to outputs/save/log.csv; Zip p
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 import threading
 import time
 import zipfile
 from pathlib import Path
 
-from modules import images
+from modules import atomic_file, images
 
 LOG_COLUMNS = ["prompt", "seed", "width", "height", "sampler", "cfgs", "steps", "filename", "negative_prompt",
                "sd_model_name", "sd_model_hash"]
@@ -73,10 +71,8 @@ def zip_all(outputs: Path, image_list: list, summary: dict) -> Path:
         target, n = folder / f"{stem}.zip", 1
         while target.exists():
             target, n = folder / f"{stem}-{n}.zip", n + 1
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+        with atomic_file.replacing(target, sync=False) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             for i, image in enumerate(image_list):
                 z.writestr(f"{i:05}-{_pick(seeds, i, 'image')}.png",
                            images.png_bytes(image, _pick(infotexts, i) or None))
-        os.replace(tmp, target)
     return target
