@@ -2,9 +2,9 @@
 
 The writer gets a temporary path in the target's folder; when it returns, the file is synced (unless asked not to)
 and moved onto the target with os.replace (atomic on one file system); when it raises, the temporary file is
-removed and the target is untouched. The temporary file is created with mode 0o666 minus the umask, and that mode is put back before the move:
-tempfile.mkstemp creates 0o600 files, and some writers (safetensors' save_file) replace the file with their own
-0o600 one, which would leave generated images and models readable by their owner only.
+removed and the target is untouched. The temporary file is created with mode 0o666 minus the umask, and that mode
+is put back before the move: tempfile.mkstemp creates 0o600 files, and some writers (safetensors' save_file) replace
+the file with their own 0o600 one, which would leave generated images and models readable by their owner only.
 """
 from __future__ import annotations
 
