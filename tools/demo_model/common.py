@@ -5,13 +5,13 @@ import contextlib
 import csv
 import io
 import math
-import os
-import secrets
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from modules import atomic_file
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINING_DIR = REPO / "training"
@@ -100,17 +100,8 @@ def param_count(module: torch.nn.Module) -> int:
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_file.replacing(path) as tmp:
+        tmp.write_bytes(payload)
 
 
 def save_atomic(obj, path: Path) -> None:
