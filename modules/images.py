@@ -32,8 +32,41 @@ def png_bytes(image: Image.Image, infotext: str | None) -> bytes:
     return buf.getvalue()
 
 
+def read_info(image: Image.Image) -> tuple[str | None, dict[str, str]]:
+    """An image's infotext and its other text fields, for PNG Info in the UI and /sdapi/v1/png-info alike.
+
+    The infotext is where A1111 puts it: the PNG text chunk "parameters", else the EXIF UserComment (JPEG and WebP
+    saves), else a JPEG/GIF comment. The fields are the image's other string-valued `info` entries."""
+    info = getattr(image, "info", None) or {}
+    items = {k: v for k, v in info.items() if isinstance(v, str) and k != "parameters"}
+    text = info.get("parameters")
+    if text is None and "exif" in info:
+        text = _exif_user_comment(image) or None
+    if text is None and isinstance(info.get("comment"), bytes):
+        text = info["comment"].decode("utf-8", errors="replace") or None
+    return text, items
+
+
 def read_infotext(image: Image.Image) -> str | None:
-    return image.info.get("parameters") if hasattr(image, "info") else None
+    return read_info(image)[0]
+
+
+_EXIF_IFD, _USER_COMMENT = 0x8769, 0x9286
+# EXIF UserComment starts with an 8-byte character code (EXIF 2.3, 4.6.5); A1111 writes UNICODE (UTF-16 big-endian)
+_COMMENT_CODES = ((b"UNICODE\x00", "utf-16-be"), (b"ASCII\x00\x00\x00", "ascii"), (b"\x00" * 8, "utf-8"))
+
+
+def _exif_user_comment(image: Image.Image) -> str | None:
+    try:
+        raw = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    except Exception:  # a malformed EXIF block is an image without infotext, not an error
+        return None
+    if isinstance(raw, bytes):
+        for prefix, encoding in _COMMENT_CODES:
+            if raw.startswith(prefix):
+                return raw[len(prefix):].decode(encoding, errors="replace")
+        return raw.decode("utf-8", errors="replace")
+    return raw
 
 
 def next_number(folder: Path) -> int:

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from modules import images
 from modules.api import routes
 from modules.engine import extras, infotext
 from modules.engine.params import ParamError
@@ -77,11 +78,7 @@ def create_router(rt, deps) -> APIRouter:
 
     @r.post("/png-info")
     def png_info(req: PngInfoRequest):
-        image = routes.decode_image(req.image, "image")
-        text = image.info.get("parameters")
-        if text is None and "exif" in image.info:
-            text = _exif_user_comment(image)
-        items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
+        text, items = images.read_info(routes.decode_image(req.image, "image"))
         if text is None:
             return {"info": "", "items": items, "parameters": {}}
         return {"info": text, "items": items, "parameters": infotext.parse(text)}
@@ -163,18 +160,3 @@ def create_router(rt, deps) -> APIRouter:
         r.add_api_route("/server-stop", lambda: stop(0), methods=["POST"])
         r.add_api_route("/server-restart", lambda: stop(1), methods=["POST"])  # a supervisor restarts on 1
     return r
-
-
-def _exif_user_comment(image) -> str | None:
-    try:
-        exif = image.getexif().get_ifd(0x8769)
-        raw = exif.get(0x9286)
-    except Exception:
-        return None
-    if isinstance(raw, bytes):
-        for prefix, enc in ((b"UNICODE\x00", "utf-16-be"), (b"ASCII\x00\x00\x00", "ascii")):
-            if raw.startswith(prefix):
-                return raw[len(prefix):].decode(enc, errors="replace")
-        return raw.decode("utf-8", errors="replace")
-    return raw
-

@@ -5,6 +5,7 @@ import html
 
 import gradio as gr
 
+from modules import images
 from modules.engine import infotext
 
 
@@ -22,19 +23,21 @@ def build() -> dict:
                 to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint")
                 to_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras")
 
-    def read(img):
-        if img is None:
-            return "", ""
-        params = img.info.get("parameters")
-        others = {k: v for k, v in img.info.items() if isinstance(v, str) and k != "parameters"}
-        rows = "".join(f"<p><b>{html.escape(k)}</b><br>{html.escape(v)}</p>" for k, v in others.items())
-        if params is None:
-            return "", rows or "<p>No generation parameters in this image.</p>"
-        return params, rows
-
     image.change(read, image, [text, details], queue=False)
     return {"image": image, "text": text, "to_txt2img": to_txt2img, "to_img2img": to_img2img,
             "to_inpaint": to_inpaint, "to_extras": to_extras}
+
+
+def read(img) -> tuple[str, str]:
+    """The image's infotext (PNG chunk, or JPEG/WebP EXIF, read as /sdapi/v1/png-info reads it) and its other text
+    fields as HTML."""
+    if img is None:
+        return "", ""
+    params, others = images.read_info(img)
+    rows = "".join(f"<p><b>{html.escape(k)}</b><br>{html.escape(v)}</p>" for k, v in others.items())
+    if params is None:
+        return "", rows or "<p>No generation parameters in this image.</p>"
+    return params, rows
 
 
 def paste_values(text: str, fields: list[str]) -> list:
