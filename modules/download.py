@@ -27,6 +27,8 @@ import urllib.parse
 import urllib.request
 from typing import BinaryIO, Optional
 
+from modules import atomic_file  # standard library only, like this module
+
 __all__ = [
     "DownloadError",
     "download_file",
@@ -256,6 +258,9 @@ def download_file(
     if dest_path.is_file():
         if expected is None or _sha256_of(dest_path, chunk_size) == expected:
             return dest_path
+    if dest_path.is_dir():
+        # Said now rather than after gigabytes: the final move could not replace a folder.
+        raise DownloadError(f"{dest_path} is a folder, not a file name to download to")
 
     try:
         dest_path.parent.mkdir(parents=True, exist_ok=True)
@@ -338,7 +343,16 @@ def download_file(
                 f"sha256 mismatch for {dest_path}: expected {expected}, got {actual}; the partial file was removed"
             )
 
-    os.replace(part, dest_path)
+    # The verified .part becomes dest through atomic_file.replacing, like every file the app writes: synced before
+    # the rename (a power cut must not leave a truncated file under the model's name) and with the umask's mode even
+    # when the .part was begun under another umask. The .part itself stays a fixed name so that it can be resumed.
+    try:
+        with atomic_file.replacing(dest_path) as tmp:
+            os.replace(part, tmp)
+    except OSError as err:
+        raise DownloadError(
+            f"could not move the finished download to {dest_path}: {err.strerror or err}; it has to be fetched again"
+        ) from None
     return dest_path
 
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from modules import atomic_file
 
 
 @dataclass
@@ -194,7 +195,5 @@ class Options:
         with self._lock:
             text = json.dumps(self.data, indent=4, ensure_ascii=False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, self.path)
+        with atomic_file.replacing(self.path) as tmp:
+            tmp.write_text(text, encoding="utf-8")

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from modules import atomic_file
 from modules.engine.params import ParamError
 from modules.engine.prompt_parser import apply_style
 
@@ -49,11 +48,10 @@ class StyleDatabase:
 
     def save(self, styles: list[Style]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["name", "prompt", "negative_prompt"])
-            for s in styles:
-                writer.writerow([s.name, s.prompt, s.negative_prompt])
-        os.replace(tmp, self.path)
+        with atomic_file.replacing(self.path) as tmp:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["name", "prompt", "negative_prompt"])
+                for s in styles:
+                    writer.writerow([s.name, s.prompt, s.negative_prompt])
         self.reload()

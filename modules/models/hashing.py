@@ -11,6 +11,8 @@ import os
 import threading
 from pathlib import Path
 
+from modules import atomic_file
+
 _lock = threading.Lock()
 
 
@@ -61,6 +63,5 @@ class HashCache:
 
     def _save(self) -> None:
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._data, indent=1), encoding="utf-8")
-        os.replace(tmp, self.cache_file)
+        with atomic_file.replacing(self.cache_file) as tmp:
+            tmp.write_text(json.dumps(self._data, indent=1), encoding="utf-8")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from modules import atomic_file
 
 VOCAB_SIZE = 49408
 # 49408 = 256 byte symbols + 256 end-of-word byte symbols + merges + 2 special tokens
@@ -61,10 +61,8 @@ def build_files(bpe_path: Path, out_dir: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_file.replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def ensure_tokenizer_files(out_dir: Path) -> Path:
