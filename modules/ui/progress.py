@@ -112,8 +112,10 @@ def error_message(exc: BaseException, job_id: str = "") -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # CPU RAM or torch's CUDA OOM
-        return ("Out of memory: try a smaller width/height or batch size, or start with --medvram/--lowvram "
-                f"({type(exc).__name__}: {exc})")
+        # Only advice that lowers memory here: --medvram/--lowvram are parsed for A1111 compatibility and ignored,
+        # and on CUDA --no-half / --precision full keep the weights in fp32 instead of fp16 (modules/devices.py).
+        return ("Out of memory: try a smaller width/height or batch size, or, on a GPU, start without --no-half / "
+                f"--precision full (they double the model's memory) ({type(exc).__name__}: {exc})")
     if isinstance(exc, EXPECTED_ERRORS):
         return str(exc) or type(exc).__name__
     log.error("job %s failed: %s: %s", job_id, type(exc).__name__, exc)
