@@ -1,24 +1,20 @@
 """The A1111-compatible /sdapi/v1 routes: a thin face over the runtime (same params object, same job queue)."""
 from __future__ import annotations
 
-import base64
 import json
-import io
 import secrets
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 import logging
 
 from pydantic import BaseModel
 
-from modules import images
-from modules.api import models as m
+from modules.api import models as m, routes_misc
+from modules.api.common import decode_image, encode_png, error_response as _error
 from modules.engine import processing, samplers
 from modules.engine.params import GenerationParams, ParamError
 from modules.jobs import JobState
@@ -28,11 +24,6 @@ from modules.options import OptionError
 
 
 log = logging.getLogger("sd.api")
-
-
-def _error(status: int, error: str, detail: str, body: Any = None, errors: Any = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content=jsonable_encoder(
-        {"error": error, "detail": detail, "body": body, "errors": errors}))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -57,10 +48,6 @@ def install_error_handlers(app: FastAPI) -> None:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             return _error(_status, type(exc).__name__, str(message))
         app.add_exception_handler(cls, handler)
-
-
-def encode_png(image, infotext: str | None) -> str:
-    return base64.b64encode(images.png_bytes(image, infotext)).decode("ascii")
 
 
 def _auth_dependency(credentials_text: str | None):
@@ -240,7 +227,6 @@ def create_router(rt, deps: list) -> APIRouter:
 
 
 def mount(app: FastAPI, rt) -> None:
-    from modules.api import routes_misc
     install_error_handlers(app)
     deps = [Depends(dep)] if (dep := _auth_dependency(rt.args.api_auth)) else []
     app.include_router(create_router(rt, deps))
@@ -253,8 +239,6 @@ def mount(app: FastAPI, rt) -> None:
             log.info("API %s %s %s", request.method, request.url.path, response.status_code)
             return response
 
-
-MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 class InternalProgressRequest(BaseModel):
@@ -287,23 +271,3 @@ def create_internal_router(rt) -> APIRouter:
                 "textinfo": "Waiting..." if queued else st.textinfo}
 
     return r
-
-
-def decode_image(data: str, field_name: str = "image"):
-    """base64 or data: URI → PIL image; a clear error naming the field otherwise."""
-    from PIL import Image
-    if not isinstance(data, str) or not data:
-        raise ParamError(field_name, "must be a base64-encoded image or a data: URI")
-    if data.startswith("data:"):
-        data = data.split(",", 1)[-1]
-    try:
-        image = Image.open(io.BytesIO(base64.b64decode(data, validate=False)))
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise ParamError(field_name, f"image too large ({image.width}x{image.height}); at most "
-                                         f"{MAX_IMAGE_PIXELS} pixels")
-        image.load()
-        return image
-    except ParamError:
-        raise
-    except Exception:
-        raise ParamError(field_name, "is not a valid base64-encoded image") from None

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modules import images
-from modules.api import routes
+from modules.api.common import decode_image, encode_png, error_response
 from modules.engine import extras, infotext
 from modules.engine.params import ParamError
 
@@ -50,7 +50,7 @@ class PngInfoRequest(BaseModel):
 
 
 def not_implemented(what: str) -> JSONResponse:
-    return routes._error(501, "NotImplementedError", f"{what} is not available in this web UI yet")
+    return error_response(501, "NotImplementedError", f"{what} is not available in this web UI yet")
 
 
 def _extras(req: ExtrasSingleRequest, image):
@@ -66,19 +66,19 @@ def create_router(rt, deps) -> APIRouter:
 
     @r.post("/extra-single-image")
     def extra_single_image(req: ExtrasSingleRequest):
-        image = routes.decode_image(req.image, "image")
+        image = decode_image(req.image, "image")
         out = rt.queue.run(lambda _s: _extras(req, image), "extras")
-        return {"image": routes.encode_png(out, None), "html_info": f"<p>{out.width}x{out.height}</p>"}
+        return {"image": encode_png(out, None), "html_info": f"<p>{out.width}x{out.height}</p>"}
 
     @r.post("/extra-batch-images")
     def extra_batch_images(req: ExtrasBatchRequest):
-        images = [routes.decode_image(f.data, f"imageList[{i}].data") for i, f in enumerate(req.imageList)]
+        images = [decode_image(f.data, f"imageList[{i}].data") for i, f in enumerate(req.imageList)]
         outs = rt.queue.run(lambda _s: [_extras(req, im) for im in images], "extras")
-        return {"images": [routes.encode_png(o, None) for o in outs], "html_info": f"<p>{len(outs)} images</p>"}
+        return {"images": [encode_png(o, None) for o in outs], "html_info": f"<p>{len(outs)} images</p>"}
 
     @r.post("/png-info")
     def png_info(req: PngInfoRequest):
-        text, items = images.read_info(routes.decode_image(req.image, "image"))
+        text, items = images.read_info(decode_image(req.image, "image"))
         if text is None:
             return {"info": "", "items": items, "parameters": {}}
         return {"info": text, "items": items, "parameters": infotext.parse(text)}
