@@ -47,10 +47,6 @@ def read_info(image: Image.Image) -> tuple[str | None, dict[str, str]]:
     return text, items
 
 
-def read_infotext(image: Image.Image) -> str | None:
-    return read_info(image)[0]
-
-
 _EXIF_IFD, _USER_COMMENT = 0x8769, 0x9286
 # EXIF UserComment starts with an 8-byte character code (EXIF 2.3, 4.6.5); A1111 writes UNICODE (UTF-16 big-endian)
 _COMMENT_CODES = ((b"UNICODE\x00", "utf-16-be"), (b"ASCII\x00\x00\x00", "ascii"), (b"\x00" * 8, "utf-8"))

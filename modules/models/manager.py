@@ -110,8 +110,5 @@ class ModelManager:
             self.model = None
             torch_gc()
 
-    def switch(self, query: str) -> SDModel:
-        return self.load(self.select(query))
-
 
 __all__ = ["ModelManager", "NoModelError", "ModelFileError", "NO_MODEL_MESSAGE"]

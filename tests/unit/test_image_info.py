@@ -39,7 +39,6 @@ def test_read_info_finds_the_infotext(fmt):
     text, items = images.read_info(image)
     assert text == TEXT
     assert "parameters" not in items and all(isinstance(v, str) for v in items.values())
-    assert images.read_infotext(image) == TEXT
 
 
 def test_read_info_png_keeps_other_text_fields():
