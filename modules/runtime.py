@@ -90,6 +90,11 @@ class Runtime:
         info = self.models.select(query)
         self.queue.run(lambda _s: self.models.load(info), "load model")
 
+    def merge_checkpoints(self, request):
+        """Checkpoint Merger: runs a MergeRequest on the queue and relists the models (modules.merging.merge)."""
+        from modules import merging
+        return merging.merge(self, request)
+
     # --- generation ----------------------------------------------------------------------------------------------
     def generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None):
         """txt2img or img2img (p.init_images set), run on the job queue; the UI and the API both call this."""

@@ -6,7 +6,7 @@ Keys missing from B (or C) are copied from A. The UNet input convolution may hav
 
 Inputs are read one tensor at a time (safetensors through safe_open; pickles through safe_load's restricted,
 memory-mapped torch.load), so peak memory is about the size of the result plus one tensor per input. No Gradio or
-FastAPI here: the UI tab wraps this in a job on the queue.
+FastAPI here: modules.merging wraps this in a job on the queue.
 """
 from __future__ import annotations
 

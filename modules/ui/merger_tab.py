@@ -1,36 +1,28 @@
 """The Checkpoint Merger tab (A1111's layout and element ids): pick A/B/C, a mode and a multiplier, Merge.
 
-The merge runs as a job on the one queue, so it waits for a running generation instead of competing with it, and it
-never touches the loaded model. Afterwards the model list is rescanned so the result shows up in the top bar's
-checkpoint dropdown and in A/B/C.
+Widgets only: Merge hands a MergeRequest to rt.merge_checkpoints (modules.merging: a job on the one queue, the model
+list rescanned afterwards), then the tab refreshes A/B/C, the VAE list and the top bar's checkpoint dropdown.
 """
 from __future__ import annotations
 
 import html
 import logging
-from pathlib import Path
 
 import gradio as gr
 
-from modules.jobs import Interrupted, JobState
+from modules import merging
 from modules.models import merge
-from modules.models.safe_load import ModelFileError
 from modules.ui import common
 
 log = logging.getLogger("sd.ui")
 
 
-def output_dir(rt) -> Path:
-    """Where merges go: the --ckpt-dir folder when given (as in A1111), else models/Stable-diffusion."""
-    return rt.paths.extra_checkpoint_dirs[0] if rt.paths.extra_checkpoint_dirs else rt.paths.checkpoints
-
-
 def _titles(rt) -> list[str]:
-    return [c.title for c in rt.registry.checkpoints if not c.is_diffusers_dir]
+    return merging.mergeable_titles(rt)
 
 
 def _vae_choices(rt) -> list[str]:
-    return ["None"] + [v.name for v in rt.registry.vaes]
+    return [merging.NO_VAE] + [v.name for v in rt.registry.vaes]
 
 
 def build_tab(rt, top_checkpoint: gr.Dropdown | None = None) -> dict:
@@ -72,50 +64,29 @@ def _build(rt, top_checkpoint) -> dict:
             config = gr.Radio(list(merge.CONFIG_SOURCES), value="A, B or C", label="Copy config from",
                               elem_id="modelmerger_config_method")
             with gr.Row():
-                vae = gr.Dropdown(_vae_choices(rt), value="None", label="Bake in VAE",
+                vae = gr.Dropdown(_vae_choices(rt), value=merging.NO_VAE, label="Bake in VAE",
                                   elem_id="modelmerger_bake_in_vae")
             discard = gr.Textbox(label="Discard weights with matching name", elem_id="modelmerger_discard_weights")
             merge_button = gr.Button("Merge", variant="primary", elem_id="modelmerger_merge")
         with gr.Column(variant="compact"):
             result = gr.HTML(elem_id="modelmerger_result")
 
-    def model_ref(title: str | None, field: str) -> merge.ModelRef | None:
-        if not title:
-            return None
-        info = rt.registry.find_checkpoint(title)
-        if info is None:
-            raise merge.MergeError(field, f"no checkpoint matches {title!r}; press 🔄 to rescan the folder")
-        return merge.ModelRef(info.filename, info.model_name, info.sha256)
-
     def run(a, b, c, name, m, interp, checkpoint_format, as_half, cfg, bake, discard_rx, metadata):
         keep = [gr.update()] * (4 + len(top))
+        request = merge.MergeRequest(
+            a or None, b or None, c or None, interp_method=interp, multiplier=m, custom_name=name or "",
+            checkpoint_format=checkpoint_format, save_as_half=bool(as_half), config_source=cfg, bake_in_vae=bake,
+            discard_weights=discard_rx or "", save_metadata=bool(metadata))
         try:
-            vae_path = None
-            if bake and bake != "None":
-                found = rt.registry.find_vae(bake)
-                if found is None:
-                    raise merge.MergeError("bake_in_vae", f"no VAE named {bake!r}")
-                vae_path = found.filename
-            request = merge.MergeRequest(
-                model_ref(a, "primary_model_name"), model_ref(b, "secondary_model_name"),
-                model_ref(c, "tertiary_model_name"), interp_method=interp, multiplier=m, custom_name=name or "",
-                checkpoint_format=checkpoint_format, save_as_half=bool(as_half), config_source=cfg,
-                bake_in_vae=vae_path, discard_weights=discard_rx or "", save_metadata=bool(metadata))
-            if request.primary is None:
-                raise merge.MergeError("primary_model_name", "choose model A")
-            merge.validate(request)  # a bad field is reported at once, not after the queue's current job
-            done = rt.queue.run(lambda state: _merge_job(rt, request, state), "model merge")
-        except (merge.MergeError, ModelFileError, Interrupted, OSError, RuntimeError, ValueError) as exc:
+            done = rt.merge_checkpoints(request)
+        except merging.FAILURES as exc:
             log.info("checkpoint merge failed: %s", exc)
             return [common.error_html(str(exc) or "merge interrupted"), *keep]
-        rt.registry.refresh()
-        titles = _titles(rt)
-        info = rt.registry.find_checkpoint(str(done.path))
-        shown = info.title if info else done.path.name
         message = (f"<p>Checkpoint saved to {html.escape(str(done.path))}</p>"
-                   f"<p>It is in the checkpoint list as <b>{html.escape(shown)}</b>"
+                   f"<p>It is in the checkpoint list as <b>{html.escape(done.title)}</b>"
                    + (f"; config copied to {html.escape(done.config.name)}" if done.config else "") + ".</p>")
-        return [message, *[gr.update(choices=titles)] * 3, gr.update(choices=_vae_choices(rt)), *top_update()]
+        return [message, *[gr.update(choices=_titles(rt))] * 3, gr.update(choices=_vae_choices(rt)),
+                *top_update()]
 
     def top_update() -> list:
         return [gr.update(choices=rt.registry.titles())] if top_checkpoint is not None else []
@@ -133,21 +104,3 @@ def _build(rt, top_checkpoint) -> dict:
             "multiplier": multiplier, "interp_method": method, "checkpoint_format": fmt, "save_as_half": half,
             "config_source": config, "bake_in_vae": vae, "discard_weights": discard, "merge": merge_button,
             "result": result}
-
-
-def _merge_job(rt, request: merge.MergeRequest, state: JobState) -> merge.MergeResult:
-    """Runs on the job worker: hashes come from the registry's cache, progress goes to /progress, Interrupt stops."""
-    for ref in (request.primary, request.secondary, request.tertiary):
-        if ref is not None and ref.sha256 is None:
-            info = rt.registry.find_checkpoint(str(ref.path))
-            if info is not None:
-                rt.registry.ensure_hash(info)
-                ref.sha256 = info.sha256
-    state.job_count = 1
-
-    def progress(done: int, total: int) -> None:
-        state.sampling_steps, state.sampling_step = total, done
-        if state.interrupted:
-            raise Interrupted("merge interrupted; nothing was written")
-
-    return merge.merge_checkpoints(request, output_dir(rt), progress)

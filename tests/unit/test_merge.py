@@ -281,27 +281,26 @@ def test_bad_input_gets_a_message_naming_the_field(tiny_sd1, tiny_sd1_b, tmp_pat
 
 
 def test_merge_job_on_the_queue_leaves_the_loaded_model_alone(tiny_sd1, tiny_sd1_b, tmp_path):
-    from modules import cmd_args
+    from modules import cmd_args, merging
     from modules.jobs import Interrupted, JobState
     from modules.runtime import Runtime
-    from modules.ui import merger_tab
     from tests.support.server import make_data_dir
 
     data = make_data_dir(tmp_path / "data", tiny_sd1, tiny_sd1_b)
     rt = Runtime(cmd_args.parse(["--data-dir", str(data), "--no-half"], env={}))
     rt.load_startup_model()
     loaded = rt.models.model
-    assert merger_tab.output_dir(rt) == data / "models" / "Stable-diffusion"
+    assert merging.output_dir(rt) == data / "models" / "Stable-diffusion"
 
     a, b = (rt.registry.find_checkpoint(n) for n in ("tiny_sd1.safetensors", "tiny_sd1_b.safetensors"))
     request = MergeRequest(ModelRef(a.filename, a.model_name), ModelRef(b.filename, b.model_name), multiplier=0.5)
     stopped = JobState(id="stopped", interrupted=True)
     with pytest.raises(Interrupted):
-        merger_tab._merge_job(rt, request, stopped)
-    assert sorted(p.name for p in merger_tab.output_dir(rt).iterdir()) == ["tiny_sd1.safetensors",
-                                                                          "tiny_sd1_b.safetensors"]
+        merging.merge_job(rt, request, stopped)
+    assert sorted(p.name for p in merging.output_dir(rt).iterdir()) == ["tiny_sd1.safetensors",
+                                                                       "tiny_sd1_b.safetensors"]
 
-    job = rt.queue.submit(lambda state: merger_tab._merge_job(rt, request, state), "model merge")
+    job = rt.queue.submit("merge", {"request": request})
     result = job.wait(120)
     assert job.state.sampling_step == job.state.sampling_steps == result.tensors  # progress for /progress
     assert request.primary.sha256 == a.sha256  # the registry's cached hash was used for the recipe
@@ -311,3 +310,35 @@ def test_merge_job_on_the_queue_leaves_the_loaded_model_alone(tiny_sd1, tiny_sd1
     assert rt.models.model is loaded  # the merge did not unload or switch the model
     rt.switch_checkpoint(merged.title)
     assert rt.models.model.info.filename == result.path
+
+
+def test_runtime_merge_checkpoints_by_title_relists_the_result(tiny_sd1, tiny_sd1_b, tmp_path):
+    """What the Checkpoint Merger tab calls: titles in, the merged file listed under its new title out."""
+    from modules import cmd_args, merging
+    from modules.runtime import Runtime
+    from tests.support.server import make_data_dir
+
+    data = make_data_dir(tmp_path / "data", tiny_sd1, tiny_sd1_b)
+    rt = Runtime(cmd_args.parse(["--data-dir", str(data), "--no-half"], env={}))
+    a, b = (rt.registry.find_checkpoint(n) for n in ("tiny_sd1.safetensors", "tiny_sd1_b.safetensors"))
+    folder = merging.output_dir(rt)
+    before = sorted(folder.iterdir())
+
+    for request, message in [
+            (MergeRequest(None, b.title), r"Primary model \(A\): choose model A"),
+            (MergeRequest(a.title, "nonexistent"), r"Secondary model \(B\): no checkpoint matches 'nonexistent'"),
+            (MergeRequest(a.title, b.title, bake_in_vae="missing.vae.pt"), r"Bake in VAE: no VAE named"),
+            (MergeRequest(a.title, b.title, multiplier=2), r"Multiplier \(M\): 2 must be between 0 and 1")]:
+        with pytest.raises(merging.FAILURES, match=message):
+            rt.merge_checkpoints(request)
+    assert sorted(folder.iterdir()) == before
+
+    done = rt.merge_checkpoints(MergeRequest(a.title, b.title, multiplier=0.5, custom_name="by_title",
+                                             bake_in_vae="None"))
+    assert done.path == folder / "by_title.safetensors" and done.path.is_file()
+    merged = rt.registry.find_checkpoint("by_title")
+    assert merged is not None and done.title == merged.title and done.title in merging.mergeable_titles(rt)
+    with safe_open(str(done.path), framework="pt") as f:
+        recipe = json.loads(f.metadata()["sd_merge_recipe"])
+    assert recipe["primary_model_hash"] == file_sha256(tiny_sd1)
+    assert recipe["secondary_model_hash"] == file_sha256(tiny_sd1_b)
