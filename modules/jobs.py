@@ -1,5 +1,9 @@
 """The one job queue that both faces submit to: first in, first out, one job on the device at a time.
 
+A queued job is data: a kind ("txt2img", "load_model", ...) and a serialisable payload (parameters without live
+objects, images as PNG bytes). The queue hands both to the executor it was given — the runtime's, which looks the
+kind up in modules/job_executors.py — so a remote worker can later run the same function on the same payload.
+
 Each job carries a JobState that the engine updates every step (progress, ETA, live preview) and checks for
 interrupt/skip, so both the UI and GET /sdapi/v1/progress read the same numbers.
 """
@@ -68,10 +72,13 @@ class JobState:
                 "sampling_steps": self.sampling_steps}
 
 
-class Job:
-    def __init__(self, fn: Callable[[JobState], Any], name: str, job_id: str | None = None):
-        self.fn = fn
-        self.state = JobState(id=job_id or f"task({uuid.uuid4().hex[:15]})", job=name)
+Executor = Callable[[str, dict, JobState], Any]
+
+
+class QueuedJob:
+    def __init__(self, kind: str, payload: dict, job_id: str | None = None):
+        self.kind, self.payload = kind, payload
+        self.state = JobState(id=job_id or f"task({uuid.uuid4().hex[:15]})", job=kind)
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -86,35 +93,32 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self):
-        self._queue: queue.Queue[Job] = queue.Queue()
-        self._pending: dict[str, Job] = {}
-        self._finished: dict[str, Job] = {}  # recent finished jobs, for progress polling by id
+    def __init__(self, execute: Executor):
+        self.execute = execute
+        self._queue: queue.Queue[QueuedJob] = queue.Queue()
+        self._pending: dict[str, QueuedJob] = {}
+        self._finished: dict[str, QueuedJob] = {}  # recent finished jobs, for progress polling by id
         self._lock = threading.Lock()
         self._counter = itertools.count()
-        self.current: Job | None = None
-        self.last: Job | None = None
+        self.current: QueuedJob | None = None
+        self.last: QueuedJob | None = None
         self._worker = threading.Thread(target=self._run, name="job-worker", daemon=True)
         self._worker.start()
 
-    def submit(self, fn: Callable[[JobState], Any], name: str = "job", job_id: str | None = None) -> Job:
-        job = Job(fn, name, job_id)
+    def submit(self, kind: str, payload: dict | None = None, job_id: str | None = None) -> QueuedJob:
+        job = QueuedJob(kind, payload or {}, job_id)
         with self._lock:
             self._pending[job.state.id] = job
         self._queue.put(job)
         return job
 
-    def run(self, fn: Callable[[JobState], Any], name: str = "job", job_id: str | None = None) -> Any:
+    def run(self, kind: str, payload: dict | None = None, job_id: str | None = None) -> Any:
         """Submit and wait: the usual call from a request handler."""
-        return self.submit(fn, name, job_id).wait()
+        return self.submit(kind, payload, job_id).wait()
 
-    def find(self, job_id: str) -> Job | None:
+    def find(self, job_id: str) -> QueuedJob | None:
         with self._lock:
             return self._pending.get(job_id) or self._finished.get(job_id)
-
-    def queued_ids(self) -> list[str]:
-        with self._lock:
-            return [i for i, j in self._pending.items() if j is not self.current]
 
     def _run(self) -> None:
         while True:
@@ -122,7 +126,7 @@ class JobQueue:
             self.current = job
             job.state.time_start = time.perf_counter()
             try:
-                job.result = job.fn(job.state)
+                job.result = self.execute(job.kind, job.payload, job.state)
             except BaseException as exc:  # a failed job must never stop the worker
                 job.error = exc
                 if not isinstance(exc, (ValueError, KeyError, Interrupted)):

@@ -1,20 +1,24 @@
 """The explicit runtime: settings, paths, models and the job queue, built once by webui.py and passed to both faces.
 
-The faces call `generate(params)`: it applies per-request setting overrides, runs the engine on the job queue
-and saves the images, so the UI and the API cannot drift apart.
+The faces call `generate(params)`: the runtime checks the request (sampler, overrides), queues it as data (a kind
+and a payload), the job runs the engine with the request's setting overrides layered over the settings (never
+written into them), and afterwards the runtime saves the images, params.txt and, when asked, the overrides — so the
+UI and the API cannot drift apart.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
 import logging
 from pathlib import Path
 
-from modules import devices, images, paths as paths_mod
-from modules.engine import processing
+from modules import atomic_file, devices, images, job_executors, paths as paths_mod, processing
+from modules.engine import extra_networks, samplers
+from modules.engine import payload as payload_codec
+from modules.engine.hooks import Hooks
 from modules.engine.params import GenerationParams, ParamError
-from modules.jobs import Job, JobQueue, JobState
+from modules.engine.run import RunOptions
+from modules.jobs import JobQueue, JobState, QueuedJob
 from modules.localization import Localizations
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
@@ -43,7 +47,10 @@ class Runtime:
             forced_vae=Path(args.vae_path).resolve() if args.vae_path else None,
             config_override=Path(args.config).resolve() if args.config else None)
         self.models.on_loaded.append(self._remember_checkpoint)
-        self.queue = JobQueue()
+        self.executors = dict(job_executors.EXECUTORS)
+        self.queue = JobQueue(self._execute)
+        self.hooks = Hooks()                      # hooks every generation gets; a job adds its own to p.hooks
+        self.extra_networks = extra_networks.ExtraNetworkRegistry()
         self.styles = StyleDatabase(self.paths.styles_file)
         # localizations/*.json and extensions/*/localizations/*.json; Settings → Localization offers their names
         self.localizations = Localizations(
@@ -52,8 +59,7 @@ class Runtime:
         # sd_model_checkpoint takes a title, file name or hash (validated by the onchange lookup, not a choice list)
         self.options.info["sd_model_checkpoint"].onchange = self._on_checkpoint_setting
         self.options.info["sd_vae"].choices = lambda: ["Automatic", "None"] + [v.name for v in self.registry.vaes]
-        self.options.info["sd_vae"].onchange = lambda _value: self.queue.run(
-            lambda _s: self.models.reload_vae(), "reload VAE")
+        self.options.info["sd_vae"].onchange = lambda _value: self.queue.run("reload_vae")
 
     # --- models --------------------------------------------------------------------------------------------------
     def startup_checkpoint(self):
@@ -71,7 +77,7 @@ class Runtime:
         if info is None:
             log.warning("%s", processing_no_model())
             return
-        self.queue.run(lambda _s: self.models.load(info), "load model")
+        self.queue.run("load_model", {"checkpoint": info.title})
 
     def _remember_checkpoint(self, model) -> None:
         self.options.data["sd_model_checkpoint"] = model.info.title
@@ -83,32 +89,86 @@ class Runtime:
         if info is None:
             raise OptionError(f"sd_model_checkpoint: no checkpoint matches {value!r}; available: "
                               f"{self.registry.titles()}")
-        self.queue.run(lambda _s: self.models.load(info), "load model")
+        self.queue.run("load_model", {"checkpoint": info.title})
         self.options.data["sd_model_checkpoint"] = info.title
 
     def switch_checkpoint(self, query: str) -> None:
-        info = self.models.select(query)
-        self.queue.run(lambda _s: self.models.load(info), "load model")
+        self.queue.run("load_model", {"checkpoint": self.models.select(query).title})
 
     def merge_checkpoints(self, request):
         """Checkpoint Merger: runs a MergeRequest on the queue and relists the models (modules.merging.merge)."""
         from modules import merging
         return merging.merge(self, request)
 
-    # --- generation ----------------------------------------------------------------------------------------------
-    def generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None):
-        """txt2img or img2img (p.init_images set), run on the job queue; the UI and the API both call this."""
-        return self.submit_generate(p, save, job_id).wait()
+    # --- jobs ---------------------------------------------------------------------------------------------------
+    def _execute(self, kind: str, payload: dict, state: JobState):
+        executor = self.executors.get(kind)
+        if executor is None:
+            raise KeyError(f"job kind {kind!r} is not known; known kinds: {sorted(self.executors)}")
+        result = executor(self, payload, state)
+        if kind in ("txt2img", "img2img"):
+            self.finish_generation(result, payload)
+        return result
 
-    def submit_generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None) -> Job:
+    # --- generation ----------------------------------------------------------------------------------------------
+    def generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None,
+                 restore_overrides: bool = True) -> processing.Processed:
+        """txt2img or img2img (p.init_images set), run on the job queue; the UI and the API both call this."""
+        return self.submit_generate(p, save, job_id, restore_overrides).wait()
+
+    def submit_generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None,
+                        restore_overrides: bool = True) -> QueuedJob:
         """Like generate, without waiting: the UI follows the job's progress and keeps its id, so that a reloaded
-        page finds the job (running, queued, or finished and kept by the queue) again."""
+        page finds the job (running, queued, or finished and kept by the queue) again. Bad input (an unknown sampler,
+        a bad override) is a ParamError / OptionError here, before anything is queued."""
         p.mode = "img2img" if p.init_images else "txt2img"
         if p.styles:
             prompt, negative = self.styles.apply(p.prompt, p.negative_prompt, p.styles)
             p = dataclasses.replace(p, prompt=prompt, negative_prompt=negative)
         p.validate()
-        return self.queue.submit(lambda state: self._generate_job(p, state, save), p.mode, job_id)
+        try:
+            samplers.resolve(p.sampler_name, p.scheduler)
+            if p.enable_hr and p.mode == "txt2img":
+                samplers.resolve(p.hr_sampler_name or p.sampler_name, p.hr_scheduler or p.scheduler)
+        except samplers.SamplerError as exc:
+            name, _, message = str(exc).partition(": ")
+            raise ParamError(name, message) from None
+        for key, value in p.override_settings.items():
+            self.options.validate(key, value)
+        payload = {"params": payload_codec.to_payload(p), "save": save, "restore_overrides": restore_overrides}
+        return self.queue.submit(p.mode, payload, job_id)
+
+    def finish_generation(self, result: processing.Processed, payload: dict) -> None:
+        """After the engine returned: save the images (with the request's overrides in effect), remember the
+        infotext in params.txt, and keep the overrides when the request asked for that."""
+        params = payload["params"]
+        view = self.options_view(params.get("override_settings") or {})
+        save = payload.get("save")
+        should_save = (view.samples_save and not params.get("do_not_save_samples")) if save is None else save
+        if should_save:
+            outdir = view.outdir_img2img_samples if params.get("mode") == "img2img" else view.outdir_txt2img_samples
+            base = Path(view.outdir_samples or outdir)
+            base = base if base.is_absolute() else self.paths.data / base
+            for image, seed, prompt, text in zip(result.images, result.seeds, result.all_prompts,
+                                                 result.infotexts):
+                info = text if view.enable_pnginfo else None
+                result.saved_paths.append(str(images.save_image(image, base, seed, prompt, info,
+                                                                date_dirs=view.save_to_dirs)))
+        if result.infotexts:
+            self._remember_infotext(result.infotexts[0])
+        if not payload.get("restore_overrides", True):
+            for key, value in (params.get("override_settings") or {}).items():
+                self.options.set(key, value)
+
+    def options_view(self, overrides: dict) -> "OptionsView":
+        return OptionsView(self.options, overrides)
+
+    def run_options(self, p: GenerationParams, view: "OptionsView") -> RunOptions:
+        return RunOptions(
+            clip_skip=p.clip_skip or view.CLIP_stop_at_last_layers, ensd=view.eta_noise_seed_delta,
+            randn_source=view.randn_source,
+            preview_every=view.show_progress_every_n_steps if view.live_previews_enable else 0,
+            use_old_scheduling=bool(view.get("use_old_scheduling", False)))
 
     @property
     def params_file(self) -> Path:
@@ -123,9 +183,8 @@ class Runtime:
 
     def _remember_infotext(self, text: str) -> None:
         try:
-            tmp = self.params_file.with_suffix(".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.params_file)
+            with atomic_file.replacing(self.params_file, sync=False) as tmp:
+                Path(tmp).write_text(text, encoding="utf-8")
         except OSError as exc:  # a read-only data folder must not fail the generation
             log.warning("could not write %s: %s", self.params_file, exc)
 
@@ -153,65 +212,35 @@ class Runtime:
             result = self.generate(dataclasses.replace(p, init_images=[init], mask=mask), save=False)
             for i, (image, text) in enumerate(zip(result.images, result.infotexts)):
                 target = output_dir / (f"{f.stem}.png" if i == 0 else f"{f.stem}-{i}.png")
-                tmp = target.with_suffix(".tmp")
-                tmp.write_bytes(images.png_bytes(image, text))
-                os.replace(tmp, target)
+                with atomic_file.replacing(target, sync=False) as tmp:
+                    Path(tmp).write_bytes(images.png_bytes(image, text))
                 written.append(target)
         return written
 
-    def run_options(self, p: GenerationParams, save: bool | None) -> processing.RunOptions:
-        o = self.options
-        should_save = (o.samples_save and not p.do_not_save_samples) if save is None else save
-        outdir = o.outdir_img2img_samples if p.init_images else o.outdir_txt2img_samples
-        return processing.RunOptions(
-            clip_skip=p.clip_skip or o.CLIP_stop_at_last_layers, ensd=o.eta_noise_seed_delta,
-            randn_source=o.randn_source, preview_every=o.show_progress_every_n_steps if o.live_previews_enable else 0,
-            save=self._saver(outdir) if should_save else None)
-
-    def _generate_job(self, p: GenerationParams, state: JobState, save: bool | None):
-        restore = self._apply_overrides(p.override_settings)
-        try:
-            model = self.models.require()
-            result = processing.process(model, p, state, self.run_options(p, save))
-        finally:
-            restore()
-        if result.infotexts:
-            self._remember_infotext(result.infotexts[0])
-        return result
-
-    def _apply_overrides(self, overrides: dict):
-        """Per-request settings (override_settings); returns a function that restores the previous values."""
-        if not overrides:
-            return lambda: None
-        old = {}
-        for key, value in overrides.items():
-            value = self.options.validate(key, value)
-            if key == "sd_model_checkpoint":
-                self.models.load(self.models.select(value))
-                continue
-            old[key] = self.options.data.get(key, _MISSING)
-            self.options.data[key] = value
-
-        def restore():
-            for key, value in old.items():
-                if value is _MISSING:
-                    self.options.data.pop(key, None)
-                else:
-                    self.options.data[key] = value
-        return restore
-
-    def _saver(self, outdir: str):
-        base = Path(self.options.outdir_samples or outdir)
-        if not base.is_absolute():
-            base = self.paths.data / base
-
-        def save(image, seed, prompt, text):
-            info = text if self.options.enable_pnginfo else None
-            return str(images.save_image(image, base, seed, prompt, info, date_dirs=self.options.save_to_dirs))
-        return save
+    def extras(self, images_in: list, **args) -> list:
+        """Extras (upscale) on the queue: the images travel as PNG bytes."""
+        return self.queue.run("extras", {"images": [payload_codec.image_to_png(im) for im in images_in],
+                                         "args": args})
 
 
-_MISSING = object()
+class OptionsView:
+    """The settings as one job sees them: its override_settings over the saved settings, read-only, so a request's
+    overrides never reach config.json or another job."""
+
+    def __init__(self, options: Options, overrides: dict):
+        self._options, self._overrides = options, dict(overrides)
+
+    def get(self, key: str, default=None):
+        if key in self._overrides:
+            return self._overrides[key]
+        return self._options.data.get(key, default) if key not in self._options.info else getattr(self._options, key)
+
+    def __getattr__(self, key: str):
+        if key.startswith("_"):
+            raise AttributeError(key)
+        if key in self._overrides:
+            return self._overrides[key]
+        return getattr(self._options, key)
 
 
 def processing_no_model() -> str:

@@ -1,62 +1,52 @@
-"""Request/response shapes of A1111's /sdapi/v1 API (field names and defaults as A1111 1.10 has them)."""
+"""Request/response shapes of A1111's /sdapi/v1 API. The generation fields of the txt2img and img2img requests are
+derived from the parameter schema (modules/engine/params.FIELDS: names, types, A1111's API defaults); the fields
+below are the API's own (how to answer, scripts, legacy names)."""
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from modules.engine.params import FIELDS
+
+_API_TYPES = {int: int, float: float, str: str, bool: bool, list: list[str], dict: dict[str, Any]}
 
 
-class Txt2ImgRequest(BaseModel):
+def _schema_fields(img2img: bool) -> dict:
+    out = {}
+    for f in FIELDS:
+        if f.img2img_only and not img2img:
+            continue
+        if f.name == "init_images":
+            kind = list[str]
+        elif f.name == "mask":
+            kind = str
+        else:
+            kind = _API_TYPES[f.kind]
+        default = f.api(img2img)
+        if f.nullable or default is None:
+            kind = kind | None
+        if isinstance(default, (list, dict)):
+            out[f.name] = (kind, Field(default_factory=lambda d=default: type(d)(d), description=f.help or None))
+        else:
+            out[f.name] = (kind, Field(default=default, description=f.help or None))
+    return out
+
+
+class _Txt2ImgApiFields(BaseModel):
+    """The API's own txt2img fields (not generation parameters)."""
     model_config = ConfigDict(extra="allow")
 
-    prompt: str = ""
-    negative_prompt: str = ""
-    styles: list[str] = Field(default_factory=list)
-    seed: int = -1
-    subseed: int = -1
-    subseed_strength: float = 0.0
-    seed_resize_from_h: int = -1
-    seed_resize_from_w: int = -1
-    sampler_name: str | None = None
-    scheduler: str | None = None
-    sampler_index: str = "Euler"
-    batch_size: int = 1
-    n_iter: int = 1
-    steps: int = 50
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
-    restore_faces: bool | None = None
-    tiling: bool | None = None
-    do_not_save_samples: bool = False
-    do_not_save_grid: bool = False
-    eta: float | None = None
-    denoising_strength: float | None = None
-    s_min_uncond: float | None = None
-    s_churn: float | None = None
-    s_tmax: float | None = None
-    s_tmin: float | None = None
-    s_noise: float | None = None
-    override_settings: dict[str, Any] | None = None
+    sampler_index: str = "Euler"            # A1111: used when sampler_name is empty
     override_settings_restore_afterwards: bool = True
     refiner_checkpoint: str | None = None
     refiner_switch_at: float | None = None
     disable_extra_networks: bool = False
     firstpass_image: str | None = None
     comments: dict[str, Any] | None = None
-    enable_hr: bool = False
     firstphase_width: int = 0
     firstphase_height: int = 0
-    hr_scale: float = 2.0
-    hr_upscaler: str | None = None
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
     hr_checkpoint_name: str | None = None
-    hr_sampler_name: str | None = None
-    hr_scheduler: str | None = None
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
     force_task_id: str | None = None
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list)
@@ -66,23 +56,17 @@ class Txt2ImgRequest(BaseModel):
     infotext: str | None = None
 
 
-class Img2ImgRequest(Txt2ImgRequest):
-    init_images: list[str] | None = None
-    resize_mode: int = 0
+class _Img2ImgApiFields(_Txt2ImgApiFields):
     image_cfg_scale: float | None = None
-    mask: str | None = None
     mask_blur_x: int = 4
     mask_blur_y: int = 4
-    mask_blur: int | None = None
     mask_round: bool = True
-    inpainting_fill: int = 0
-    inpaint_full_res: bool = False
-    inpaint_full_res_padding: int = 0
-    inpainting_mask_invert: int = 0
-    initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     include_init_images: bool = False
-    denoising_strength: float = 0.75
+
+
+Txt2ImgRequest = create_model("Txt2ImgRequest", __base__=_Txt2ImgApiFields, **_schema_fields(img2img=False))
+Img2ImgRequest = create_model("Img2ImgRequest", __base__=_Img2ImgApiFields, **_schema_fields(img2img=True))
 
 
 class ImagesResponse(BaseModel):

@@ -1,7 +1,6 @@
 """The A1111-compatible /sdapi/v1 routes: a thin face over the runtime (same params object, same job queue)."""
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
@@ -15,8 +14,8 @@ from pydantic import BaseModel
 
 from modules.api import models as m, routes_misc
 from modules.api.common import decode_image, encode_png, error_response as _error
-from modules.engine import processing, samplers
-from modules.engine.params import GenerationParams, ParamError
+from modules.engine import run as engine_run, samplers
+from modules.engine.params import FIELDS, IMAGE_FIELDS, GenerationParams, ParamError, from_values
 from modules.jobs import JobState
 from modules.models.manager import NoModelError
 from modules.models.safe_load import ModelFileError
@@ -64,42 +63,37 @@ def _auth_dependency(credentials_text: str | None):
     return check
 
 
+def request_params(req, img2img: bool = False) -> GenerationParams:
+    """A txt2img or img2img request → GenerationParams, field by field from the schema: a field the request leaves
+    None gets its UI default (A1111's API does the same through its processing defaults), except the legacy and
+    API-only spellings handled below."""
+    values = {}
+    for f in FIELDS:
+        if f.img2img_only and not img2img or f.name in IMAGE_FIELDS:
+            continue
+        value = getattr(req, f.name)
+        values[f.name] = f.ui_default() if value is None and f.default is not None else value
+    values["sampler_name"] = req.sampler_name or req.sampler_index
+    values["hr_sampler_name"] = req.hr_sampler_name or None
+    values["hr_scheduler"] = req.hr_scheduler or None
+    if not img2img and req.enable_hr and req.firstphase_width and req.firstphase_height:  # legacy hires fields
+        values["width"], values["height"] = req.firstphase_width, req.firstphase_height
+    if img2img:
+        if not req.init_images:
+            raise ParamError("init_images", "img2img needs at least one init image (base64 or data: URI)")
+        values["init_images"] = [decode_image(data, "init_images") for data in req.init_images]
+        values["mask"] = decode_image(req.mask, "mask") if req.mask else None
+        values["mask_blur"] = req.mask_blur if req.mask_blur is not None else max(req.mask_blur_x, req.mask_blur_y)
+        values["enable_hr"] = False
+    return from_values(values, "img2img" if img2img else "txt2img")
+
+
 def txt2img_params(req: m.Txt2ImgRequest) -> GenerationParams:
-    sampler = req.sampler_name or req.sampler_index
-    width, height = req.width, req.height
-    if req.enable_hr and req.firstphase_width and req.firstphase_height:  # legacy hires fields
-        width, height = req.firstphase_width, req.firstphase_height
-    return GenerationParams(
-        prompt=req.prompt, negative_prompt=req.negative_prompt, styles=list(req.styles), seed=req.seed,
-        subseed=req.subseed, subseed_strength=req.subseed_strength, seed_resize_from_w=req.seed_resize_from_w,
-        seed_resize_from_h=req.seed_resize_from_h, sampler_name=sampler, scheduler=req.scheduler or "Automatic",
-        steps=req.steps, cfg_scale=req.cfg_scale, width=width, height=height, batch_size=req.batch_size,
-        n_iter=req.n_iter, tiling=bool(req.tiling), restore_faces=bool(req.restore_faces), eta=req.eta,
-        do_not_save_samples=req.do_not_save_samples, do_not_save_grid=req.do_not_save_grid,
-        override_settings=dict(req.override_settings or {}), denoising_strength=req.denoising_strength,
-        enable_hr=req.enable_hr, hr_scale=req.hr_scale, hr_upscaler=req.hr_upscaler or "Latent",
-        hr_second_pass_steps=req.hr_second_pass_steps, hr_resize_x=req.hr_resize_x, hr_resize_y=req.hr_resize_y,
-        hr_sampler_name=req.hr_sampler_name or None, hr_scheduler=req.hr_scheduler or None,
-        hr_prompt=req.hr_prompt, hr_negative_prompt=req.hr_negative_prompt)
+    return request_params(req, img2img=False)
 
 
 def img2img_params(req: m.Img2ImgRequest) -> GenerationParams:
-    if not req.init_images:
-        raise ParamError("init_images", "img2img needs at least one init image (base64 or data: URI)")
-    p = txt2img_params(req)
-    p.init_images = [decode_image(data, "init_images") for data in req.init_images]
-    p.mask = decode_image(req.mask, "mask") if req.mask else None
-    p.resize_mode = req.resize_mode
-    p.denoising_strength = req.denoising_strength
-    p.mask_blur = req.mask_blur if req.mask_blur is not None else max(req.mask_blur_x, req.mask_blur_y)
-    p.inpainting_fill = req.inpainting_fill
-    p.inpaint_full_res = req.inpaint_full_res
-    p.inpaint_full_res_padding = req.inpaint_full_res_padding
-    p.inpainting_mask_invert = req.inpainting_mask_invert
-    if req.initial_noise_multiplier is not None:
-        p.initial_noise_multiplier = req.initial_noise_multiplier
-    p.enable_hr = False
-    return p
+    return request_params(req, img2img=True)
 
 
 KNOWN_SCRIPTS: dict[str, list[str]] = {}   # no selectable or always-on scripts yet (extensions bring them)
@@ -115,14 +109,11 @@ def _check_scripts(req) -> None:
 
 
 def _images_response(rt, req, p: GenerationParams, include: list | None = None):
-    samplers.resolve(p.sampler_name, p.scheduler)  # unknown names are a 422 before queueing
     _check_scripts(req)
-    for key, value in p.override_settings.items():  # a bad override is a 422 before queueing
-        rt.options.validate(key, value)
-    result = rt.generate(p, save=req.save_images and not req.do_not_save_samples, job_id=req.force_task_id)
-    if not req.override_settings_restore_afterwards:
-        for key, value in p.override_settings.items():
-            rt.options.set(key, value)
+    # the runtime checks the sampler and the overrides before queueing (a 422), and keeps the overrides afterwards
+    # when the request asks for it
+    result = rt.generate(p, save=req.save_images and not req.do_not_save_samples, job_id=req.force_task_id,
+                         restore_overrides=req.override_settings_restore_afterwards)
     images = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)] if req.send_images else []
     if include:
         images += [encode_png(img, None) for img in include]
@@ -130,7 +121,7 @@ def _images_response(rt, req, p: GenerationParams, include: list | None = None):
     for key in ("init_images", "mask"):
         if params.get(key) is not None:
             params[key] = None  # A1111 does not echo the (large) input images back
-    return {"images": images, "parameters": params, "info": json.dumps(result.info)}
+    return {"images": images, "parameters": params, "info": result.js()}
 
 
 def create_router(rt, deps: list) -> APIRouter:
@@ -152,12 +143,12 @@ def create_router(rt, deps: list) -> APIRouter:
 
     @r.get("/latent-upscale-modes")
     def latent_upscale_modes():
-        return [{"name": name} for name in processing.LATENT_UPSCALE_MODES]
+        return [{"name": name} for name in engine_run.LATENT_UPSCALE_MODES]
 
     @r.get("/upscalers")
     def upscalers():
         return [{"name": name, "model_name": None, "model_path": None, "model_url": None,
-                 "scale": 4 if name != "None" else 1} for name in processing.IMAGE_UPSCALERS]
+                 "scale": 4 if name != "None" else 1} for name in engine_run.IMAGE_UPSCALERS]
 
     @r.get("/sd-models", response_model=list[m.SDModelItem])
     def sd_models():

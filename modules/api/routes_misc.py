@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modules import images
 from modules.api.common import decode_image, encode_png, error_response
-from modules.engine import extras, infotext
+from modules.engine import infotext
 from modules.engine.params import ParamError
 
 
@@ -53,12 +53,13 @@ def not_implemented(what: str) -> JSONResponse:
     return error_response(501, "NotImplementedError", f"{what} is not available in this web UI yet")
 
 
-def _extras(req: ExtrasSingleRequest, image):
+def _extras(rt, req: ExtrasSingleRequest, images: list) -> list:
     if req.gfpgan_visibility or req.codeformer_visibility:
         raise ParamError("gfpgan_visibility", "face restoration is not available yet; set it to 0")
-    out = extras.upscale(image, req.upscaler_1, req.upscaler_2, req.extras_upscaler_2_visibility, req.resize_mode,
-                         req.upscaling_resize, req.upscaling_resize_w, req.upscaling_resize_h, req.upscaling_crop)
-    return out
+    return rt.extras(images, upscaler_1=req.upscaler_1, upscaler_2=req.upscaler_2,
+                     visibility_2=req.extras_upscaler_2_visibility, resize_mode=req.resize_mode,
+                     scale=req.upscaling_resize, width=req.upscaling_resize_w, height=req.upscaling_resize_h,
+                     crop=req.upscaling_crop)
 
 
 def create_router(rt, deps) -> APIRouter:
@@ -67,13 +68,13 @@ def create_router(rt, deps) -> APIRouter:
     @r.post("/extra-single-image")
     def extra_single_image(req: ExtrasSingleRequest):
         image = decode_image(req.image, "image")
-        out = rt.queue.run(lambda _s: _extras(req, image), "extras")
+        out = _extras(rt, req, [image])[0]
         return {"image": encode_png(out, None), "html_info": f"<p>{out.width}x{out.height}</p>"}
 
     @r.post("/extra-batch-images")
     def extra_batch_images(req: ExtrasBatchRequest):
         images = [decode_image(f.data, f"imageList[{i}].data") for i, f in enumerate(req.imageList)]
-        outs = rt.queue.run(lambda _s: [_extras(req, im) for im in images], "extras")
+        outs = _extras(rt, req, images)
         return {"images": [encode_png(o, None) for o in outs], "html_info": f"<p>{len(outs)} images</p>"}
 
     @r.post("/png-info")
@@ -106,11 +107,11 @@ def create_router(rt, deps) -> APIRouter:
 
     @r.post("/unload-checkpoint")
     def unload_checkpoint():
-        rt.queue.run(lambda _s: rt.models.unload(), "unload model")
+        rt.queue.run("unload_model")
 
     @r.post("/reload-checkpoint")
     def reload_checkpoint():
-        rt.queue.run(lambda _s: rt.models.require(), "load model")
+        rt.queue.run("require_model")
 
     @r.get("/memory")
     def memory():

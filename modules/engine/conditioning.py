@@ -7,6 +7,7 @@ Works for SD1 (CLIP-L), SD2 (OpenCLIP-H) and SDXL (both, penultimate layers, plu
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -18,11 +19,6 @@ from modules.engine import prompt_chunks, prompt_parser
 class Conditioning:
     context: torch.Tensor                 # [batch, 77 * chunks, dim]
     pooled: torch.Tensor | None = None    # SDXL: [batch, pooled_dim]
-
-
-def token_count(tokenizer, text: str, steps: int = 20) -> tuple[int, int]:
-    """(tokens used, limit) for the UI counter: '17/75', '80/150'."""
-    return prompt_chunks.token_count(tokenizer, text, steps)
 
 
 def _encode_ids(encoder, ids: torch.Tensor, clip_skip: int, sdxl_layer: bool):
@@ -39,20 +35,69 @@ def _encode_ids(encoder, ids: torch.Tensor, clip_skip: int, sdxl_layer: bool):
     return hidden, pooled
 
 
+def embedding_lookup(tokenizer, width: int, embeddings: dict | None) -> prompt_chunks.EmbeddingLookup | None:
+    """Textual-inversion vectors of the job's patch set (name → [n, width] tensor, or a list of tensors of different
+    widths for SDXL's two encoders) as the tokenizer's lookup: the longest name whose tokens start at `pos` wins."""
+    if not embeddings:
+        return None
+    table = []
+    for name, vectors in embeddings.items():
+        candidates = vectors if isinstance(vectors, (list, tuple)) else [vectors]
+        fitting = [v for v in candidates if v.shape[-1] == width]
+        ids = tokenizer(name, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        if fitting and ids:
+            table.append((ids, fitting[0].reshape(-1, width)))
+    table.sort(key=lambda item: -len(item[0]))
+
+    def find(ids: list[int], pos: int):
+        for name_ids, vectors in table:
+            if ids[pos:pos + len(name_ids)] == name_ids:
+                return vectors, vectors.shape[0], len(name_ids)
+        return None
+    return find if table else None
+
+
+@contextlib.contextmanager
+def _with_fixes(encoder, chunks: list[prompt_chunks.Chunk]):
+    """While encoding: the token-embedding output at each textual-inversion position replaced by its vectors (a
+    forward hook, removed afterwards, so the encoder's weights are never touched)."""
+    fixes = [(i, f) for i, c in enumerate(chunks) for f in c.fixes]
+    if not fixes:
+        yield
+        return
+    module = encoder.get_input_embeddings()
+
+    def replace(_module, _inputs, output):
+        output = output.clone()
+        for row, fix in fixes:
+            vec = fix.embedding.to(output.dtype)
+            start = 1 + fix.offset  # after BOS
+            n = min(vec.shape[0], output.shape[1] - start)
+            output[row, start:start + n] = vec[:n]
+        return output
+    handle = module.register_forward_hook(replace)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
-def encode_text(model, text: str, clip_skip: int = 1) -> Conditioning:
+def encode_text(model, text: str, clip_skip: int = 1, embeddings: dict | None = None) -> Conditioning:
     """One prompt (no AND, no scheduling left) → [1, 77 * chunks, dim] with emphasis applied."""
     items = prompt_parser.parse_attention(text)
     per_encoder, pooled = [], None
     n_chunks = None
     for encoder, tokenizer in zip(model.text_encoders, model.tokenizers):
-        chunks = prompt_chunks.tokenize_weighted(tokenizer, items)
+        width = encoder.get_input_embeddings().weight.shape[1]
+        chunks = prompt_chunks.tokenize_weighted(tokenizer, items, embedding_lookup(tokenizer, width, embeddings))
         if n_chunks is not None and len(chunks) != n_chunks:  # the two SDXL tokenizers agree on CLIP BPE
             chunks = (chunks + chunks[-1:] * n_chunks)[:n_chunks]
         n_chunks = len(chunks)
         ids = torch.tensor([prompt_chunks.chunk_to_ids(c, tokenizer) for c in chunks], device=model.device)
         weights = torch.tensor([prompt_chunks.chunk_to_weights(c) for c in chunks], device=model.device)
-        hidden, pooled_out = _encode_ids(encoder, ids, clip_skip, model.is_sdxl)
+        with _with_fixes(encoder, chunks):
+            hidden, pooled_out = _encode_ids(encoder, ids, clip_skip, model.is_sdxl)
         hidden = hidden.float()
         if not torch.all(weights == 1):
             # "Original" emphasis: scale by the weights, then give each chunk back its unweighted mean
@@ -63,16 +108,6 @@ def encode_text(model, text: str, clip_skip: int = 1) -> Conditioning:
         if pooled_out is not None:
             pooled = pooled_out[:1].float()  # the first chunk's pooled output, as A1111 does
     return Conditioning(torch.cat(per_encoder, dim=-1), pooled)
-
-
-@torch.no_grad()
-def encode(model, prompts: list[str], clip_skip: int = 1) -> Conditioning:
-    """Plain batch encoding (emphasis and chunks, no scheduling or AND): used for the unconditional empty prompt
-    and by callers that need one tensor per prompt."""
-    conds = [encode_text(model, text, clip_skip) for text in prompts]
-    contexts = pad_contexts(model, [c.context for c in conds], clip_skip)
-    pooled = torch.cat([c.pooled for c in conds]) if conds[0].pooled is not None else None
-    return Conditioning(torch.cat(contexts), pooled)
 
 
 def pad_contexts(model, contexts: list[torch.Tensor], clip_skip: int = 1) -> list[torch.Tensor]:
@@ -87,12 +122,26 @@ def pad_contexts(model, contexts: list[torch.Tensor], clip_skip: int = 1) -> lis
 
 @dataclass
 class StepBatch:
-    """The UNet batch for one step: rows [0, n_images) are the unconditional (negative) ones when present; for
-    image b, cond_rows[b] lists (row, weight) of its AND parts."""
+    """The UNet batch for one step, in A1111's layout: the prompt rows first (for image b, cond_rows[b] lists
+    (row, weight) of its AND parts), then one negative-prompt row per image (uncond_rows[b]; None without CFG)."""
     context: torch.Tensor
     pooled: torch.Tensor | None
     uncond_rows: list[int] | None
     cond_rows: list[list[tuple[int, float]]]
+
+    @property
+    def image_of_row(self) -> list[int]:
+        rows = [0] * self.context.shape[0]
+        for b, parts in enumerate(self.cond_rows):
+            for row, _ in parts:
+                rows[row] = b
+        for b, row in enumerate(self.uncond_rows or []):
+            rows[row] = b
+        return rows
+
+    @property
+    def n_cond(self) -> int:
+        return sum(len(parts) for parts in self.cond_rows)
 
     def combine(self, out: torch.Tensor, cfg_scale: float) -> torch.Tensor:
         """Classifier-free guidance with composable diffusion: u + Σ w·cfg·(c − u)."""
@@ -107,28 +156,36 @@ class StepBatch:
 
 
 class StepConditioner:
-    """Encodes every text a job needs once, then gives the batch for any step."""
+    """Encodes every text a job needs once, then gives the batch for any step.
+
+    Prompt editing: schedules span `steps`; for the hires. fix pass (hires_steps given) A1111's rule applies — with
+    the new timelines (use_old_scheduling False, A1111's default) integers count from the start of the base pass and
+    fractions from 1.0 over the hires steps; with the old ones the base pass's schedule is reused."""
 
     def __init__(self, model, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int,
-                 cfg_scale: float):
-        self.model, self.clip_skip = model, clip_skip
+                 cfg_scale: float, *, hires_steps: int | None = None, use_old_scheduling: bool = False,
+                 embeddings: dict | None = None):
+        self.model, self.clip_skip, self.embeddings = model, clip_skip, embeddings
         self._cache: dict[str, Conditioning] = {}
         self.parts = []  # per image: [(schedule, weight)]
+
+        def schedules(texts: list[str]):
+            return prompt_parser.prompt_schedules(texts, steps, hires_steps=hires_steps,
+                                                  use_old_scheduling=use_old_scheduling)
         for prompt in prompts:
             text, _networks = prompt_parser.strip_extra_networks(prompt)
             subs = prompt_parser.split_and(text) or [("", 1.0)]
-            schedules = prompt_parser.prompt_schedules([s for s, _ in subs], steps)
-            self.parts.append([(sched, w) for sched, (_, w) in zip(schedules, subs)])
+            self.parts.append([(sched, w) for sched, (_, w) in zip(schedules([s for s, _ in subs]), subs)])
         single = all(len(p) == 1 and p[0][1] == 1.0 for p in self.parts)
         self.use_uncond = not (single and cfg_scale == 1.0)
-        self.negatives = [prompt_parser.prompt_schedules([prompt_parser.strip_extra_networks(n)[0]], steps)[0]
+        self.negatives = [schedules([prompt_parser.strip_extra_networks(n)[0]])[0]
                           for n in negative_prompts] if self.use_uncond else None
         self._last_key = None
         self._last_batch: StepBatch | None = None
 
     def _get(self, text: str) -> Conditioning:
         if text not in self._cache:
-            self._cache[text] = encode_text(self.model, text, self.clip_skip)
+            self._cache[text] = encode_text(self.model, text, self.clip_skip, self.embeddings)
         return self._cache[text]
 
     @staticmethod
@@ -138,16 +195,16 @@ class StepConditioner:
 
     def batch(self, step: int) -> StepBatch:
         texts, cond_rows = [], []
-        uncond_rows = None
-        if self.use_uncond:
-            texts += [self._at(s, step) for s in self.negatives]
-            uncond_rows = list(range(len(texts)))
         for parts in self.parts:
             rows = []
             for schedule, weight in parts:
                 rows.append((len(texts), weight))
                 texts.append(self._at(schedule, step))
             cond_rows.append(rows)
+        uncond_rows = None
+        if self.use_uncond:
+            uncond_rows = list(range(len(texts), len(texts) + len(self.negatives)))
+            texts += [self._at(s, step) for s in self.negatives]
         key = tuple(texts)
         if key == self._last_key:
             return self._last_batch

@@ -82,48 +82,40 @@ def _convert(value):
     return value
 
 
-# infotext key → GenerationParams field (with a converter); settings-type keys go to override_settings
-_FIELDS = {
-    "Steps": ("steps", int), "Sampler": ("sampler_name", str), "Schedule type": ("scheduler", str),
-    "CFG scale": ("cfg_scale", float), "Seed": ("seed", int), "Size-1": ("width", int), "Size-2": ("height", int),
-    "Variation seed": ("subseed", int), "Variation seed strength": ("subseed_strength", float),
-    "Seed resize from-1": ("seed_resize_from_w", int), "Seed resize from-2": ("seed_resize_from_h", int),
-    "Denoising strength": ("denoising_strength", float), "Clip skip": ("clip_skip", int), "Tiling": ("tiling", bool),
-    "Hires upscale": ("hr_scale", float), "Hires steps": ("hr_second_pass_steps", int),
-    "Hires upscaler": ("hr_upscaler", str), "Hires resize-1": ("hr_resize_x", int),
-    "Hires resize-2": ("hr_resize_y", int), "Hires sampler": ("hr_sampler_name", str),
-    "Hires schedule type": ("hr_scheduler", str), "Hires prompt": ("hr_prompt", str),
-    "Hires negative prompt": ("hr_negative_prompt", str), "Mask blur": ("mask_blur", int),
-}
-_SETTINGS = {"ENSD": ("eta_noise_seed_delta", int), "RNG": ("randn_source", str), "Model hash": None,
-             "Model": None}
-_MASKED_CONTENT = {"fill": 0, "original": 1, "latent noise": 2, "latent nothing": 3}
+# Settings-type infotext keys: they go to override_settings, not to the parameters (the parameters' keys come from
+# the schema, params.FIELDS).
+_SETTINGS = {"ENSD": ("eta_noise_seed_delta", int), "RNG": ("randn_source", str)}
+
+
+def _param_value(f, value):
+    if f.choices is not None and isinstance(value, str):
+        labels = [c.lower() for c in f.choices]
+        if value.lower() not in labels:
+            raise ValueError(value)
+        index = labels.index(value.lower())
+        return bool(index) if f.kind is bool else index
+    return f.cast(value)
 
 
 def to_params(text: str) -> tuple[dict, dict]:
     """Infotext → (GenerationParams keyword arguments, override_settings). Unknown keys are ignored; so A1111's own
     infotexts (with Version, Model hash and extension keys) parse too."""
+    from modules.engine.params import BY_INFOTEXT
     parsed = parse(text)
     params: dict = {"prompt": parsed.get("Prompt", ""), "negative_prompt": parsed.get("Negative prompt", "")}
     overrides: dict = {}
     for key, value in parsed.items():
-        if key in _FIELDS:
-            name, conv = _FIELDS[key]
+        if key in BY_INFOTEXT:
+            f = BY_INFOTEXT[key]
             try:
-                params[name] = conv(value) if conv is not bool else value in (True, "True", "true")
+                params[f.name] = _param_value(f, value)
             except (TypeError, ValueError):
                 continue
-        elif key in _SETTINGS and _SETTINGS[key] is not None:
+        elif key in _SETTINGS:
             name, conv = _SETTINGS[key]
             overrides[name] = conv(value)
     if "Hires upscale" in parsed or "Hires resize-1" in parsed or "Hires upscaler" in parsed:
         params["enable_hr"] = True
-    if "Masked content" in parsed:
-        params["inpainting_fill"] = _MASKED_CONTENT.get(str(parsed["Masked content"]), 1)
-    if parsed.get("Inpaint area") == "Only masked":
-        params["inpaint_full_res"] = True
-        if "Masked area padding" in parsed:
-            params["inpaint_full_res_padding"] = int(parsed["Masked area padding"])
     if "Sampler" in parsed and "Schedule type" not in parsed:
         params["scheduler"] = "Automatic"  # older infotexts: the schedule is part of the sampler name
     if "Model hash" in parsed or "Model" in parsed:

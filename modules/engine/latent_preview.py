@@ -10,6 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from modules.engine.vae_codec import images_to_latents
+from modules.models.loader import LATENT_RGB_KEY
+
 SD_LATENT_RGB = [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
 SDXL_LATENT_RGB = [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362],
                    [-0.3165, -0.2492, -0.2188]]
@@ -37,7 +40,6 @@ def fit_latent_rgb(model, images: list[Image.Image]) -> list[list[float]]:
     """Least-squares 4×3 map from a model's latents to the (downscaled) pixels of the images they encode, for
     models whose latent space the published coefficients do not describe (our demo model). Store the result in the
     checkpoint's safetensors metadata under METADATA_KEY; the loader puts it in model.extra["latent_rgb"]."""
-    from modules.engine.processing import images_to_latents
     latents = images_to_latents(model, images).float()            # [n, c, h, w]
     n, c, h, w = latents.shape
     targets = []
@@ -50,4 +52,4 @@ def fit_latent_rgb(model, images: list[Image.Image]) -> list[list[float]]:
     return solution.tolist()
 
 
-METADATA_KEY = "sd_webui.latent_rgb"
+METADATA_KEY = LATENT_RGB_KEY

@@ -23,6 +23,10 @@ from modules.models.safe_load import ModelFileError, load_state_dict
 from modules.models.tokenizer_assets import ensure_tokenizer_files
 
 
+# safetensors metadata key of a checkpoint's own latent → RGB preview map (modules/engine/latent_preview.py fits it)
+LATENT_RGB_KEY = "sd_webui.latent_rgb"
+
+
 @dataclass
 class SDModel:
     info: CheckpointInfo
@@ -152,11 +156,10 @@ def _metadata_extras(path: Path) -> dict:
     import json
     from safetensors import safe_open
 
-    from modules.engine.latent_preview import METADATA_KEY
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        table = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+        table = json.loads(meta[LATENT_RGB_KEY]) if LATENT_RGB_KEY in meta else None
     except (OSError, ValueError):
         return {}
     ok = isinstance(table, list) and all(isinstance(r, list) and len(r) == 3 for r in table)

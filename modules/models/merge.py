@@ -254,9 +254,9 @@ def merge_checkpoints(request: MergeRequest, output_dir: Path,
             bar.close()
         metadata = _metadata(request, a_ref, b_ref, c_ref, a, b, c, kind) if request.save_metadata else {}
         if a.metadata and not request.bake_in_vae:  # A's fitted latent preview map still fits the merged VAE
-            from modules.engine.latent_preview import METADATA_KEY
-            if METADATA_KEY in a.metadata:
-                metadata[METADATA_KEY] = a.metadata[METADATA_KEY]
+            from modules.models.loader import LATENT_RGB_KEY
+            if LATENT_RGB_KEY in a.metadata:
+                metadata[LATENT_RGB_KEY] = a.metadata[LATENT_RGB_KEY]
 
     output_dir.mkdir(parents=True, exist_ok=True)
     _write(out, target, metadata)

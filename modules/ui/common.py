@@ -1,6 +1,8 @@
 """Widgets shared by the txt2img and img2img tabs: prompt boxes with token counters, sampling controls, seed row.
 
-Each builder returns a dict of components; `params_from` turns their values into the one GenerationParams object.
+Each builder returns a dict of components; `params_kwargs` turns their values into GenerationParams keyword
+arguments. Widget defaults, limits and casts come from the parameter schema (modules/engine/params.FIELDS), so the UI,
+the API and the infotext cannot disagree about them.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import logging
 import gradio as gr
 
 from modules.engine import samplers
+from modules.engine.params import BY_NAME
 from modules.engine.prompt_chunks import token_count
 
 log = logging.getLogger("sd.ui")
@@ -56,37 +59,50 @@ def prompt_row(rt, tab: str) -> dict:
     return {"prompt": prompt, "negative_prompt": negative, "generate": generate, "styles": styles, "paste": paste}
 
 
+def slider(name: str, label: str, elem_id: str, minimum: float | None = None, maximum: float | None = None,
+           step: float | None = None, value=None) -> gr.Slider:
+    """A slider for a schema field: its default, and its limits unless the UI shows a narrower range (A1111's)."""
+    f = BY_NAME[name]
+    return gr.Slider(f.minimum if minimum is None else minimum, f.maximum if maximum is None else maximum,
+                     value=f.ui_default() if value is None else value, step=f.step if step is None else step,
+                     label=label, elem_id=elem_id)
+
+
+def default(name: str):
+    return BY_NAME[name].ui_default()
+
+
 def sampling_controls(tab: str, native_size: int) -> dict:
     with gr.Row():
-        sampler = gr.Dropdown(samplers.sampler_names(), value="DPM++ 2M", label="Sampling method",
+        sampler = gr.Dropdown(samplers.sampler_names(), value=default("sampler_name"), label="Sampling method",
                               elem_id=f"{tab}_sampling")
-        schedule = gr.Dropdown(samplers.SCHEDULES, value="Automatic", label="Schedule type",
+        schedule = gr.Dropdown(samplers.SCHEDULES, value=default("scheduler"), label="Schedule type",
                                elem_id=f"{tab}_scheduler")
-        steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id=f"{tab}_steps")
+        steps = slider("steps", "Sampling steps", f"{tab}_steps")
     with gr.Row():
         with gr.Column(scale=4):
-            width = gr.Slider(64, 2048, value=native_size, step=8, label="Width", elem_id=f"{tab}_width")
-            height = gr.Slider(64, 2048, value=native_size, step=8, label="Height", elem_id=f"{tab}_height")
+            # the loaded model's native size, not the schema's 512 (A1111 keeps 512 whatever the model)
+            width = slider("width", "Width", f"{tab}_width", minimum=64, value=native_size)
+            height = slider("height", "Height", f"{tab}_height", minimum=64, value=native_size)
         swap = gr.Button("⇅", elem_id=f"{tab}_res_switch_btn", min_width=40, scale=0)
         with gr.Column(scale=2):
-            batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count", elem_id=f"{tab}_batch_count")
-            batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{tab}_batch_size")
+            batch_count = slider("n_iter", "Batch count", f"{tab}_batch_count", maximum=100)
+            batch_size = slider("batch_size", "Batch size", f"{tab}_batch_size", maximum=8)
     swap.click(lambda w, h: (h, w), [width, height], [width, height], queue=False)
-    cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id=f"{tab}_cfg_scale")
+    cfg = slider("cfg_scale", "CFG Scale", f"{tab}_cfg_scale", minimum=1, maximum=30)
     return {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height,
             "n_iter": batch_count, "batch_size": batch_size, "cfg_scale": cfg}
 
 
 def seed_row(tab: str, last_seed: gr.State) -> dict:
     with gr.Row():
-        seed = gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{tab}_seed", scale=4)
+        seed = gr.Number(value=default("seed"), precision=0, label="Seed", elem_id=f"{tab}_seed", scale=4)
         random_seed = gr.Button("🎲", elem_id=f"{tab}_random_seed", min_width=40, scale=0)
         reuse_seed = gr.Button("♻️", elem_id=f"{tab}_reuse_seed", min_width=40, scale=0)
         extra = gr.Checkbox(label="Extra", value=False, elem_id=f"{tab}_subseed_show", scale=1)
     with gr.Row(visible=False) as extra_row:
-        subseed = gr.Number(value=-1, precision=0, label="Variation seed", elem_id=f"{tab}_subseed")
-        subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
-                                     elem_id=f"{tab}_subseed_strength")
+        subseed = gr.Number(value=default("subseed"), precision=0, label="Variation seed", elem_id=f"{tab}_subseed")
+        subseed_strength = slider("subseed_strength", "Variation strength", f"{tab}_subseed_strength")
         resize_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
                              elem_id=f"{tab}_seed_resize_from_w")
         resize_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
@@ -99,21 +115,12 @@ def seed_row(tab: str, last_seed: gr.State) -> dict:
 
 
 def params_kwargs(fields: list[str], values: list) -> dict:
-    """Widget values → GenerationParams keyword arguments (sliders give floats; counts and sizes are ints)."""
-    kw = dict(zip(fields, values))
-    for key in ("steps", "width", "height", "n_iter", "batch_size", "seed", "subseed", "seed_resize_from_w",
-                "seed_resize_from_h", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "mask_blur",
-                "inpaint_full_res_padding", "resize_mode", "inpainting_fill", "inpainting_mask_invert"):
-        if key in kw and kw[key] is not None:
-            kw[key] = int(kw[key])
-    for key in ("seed_resize_from_w", "seed_resize_from_h"):
+    """Widget values → GenerationParams keyword arguments, each cast to its schema field's type (sliders give
+    floats; radios with type="index" give indices; an empty Number gives None → the field's default)."""
+    kw = {name: BY_NAME[name].cast(value) for name, value in zip(fields, values)}
+    for key in ("seed_resize_from_w", "seed_resize_from_h"):  # the sliders' 0 means "off", A1111's -1
         if kw.get(key) == 0:
             kw[key] = -1
-    for key in ("seed", "subseed"):
-        if kw.get(key) is None:
-            kw[key] = -1
-    kw["prompt"] = kw.get("prompt") or ""
-    kw["negative_prompt"] = kw.get("negative_prompt") or ""
     return kw
 
 

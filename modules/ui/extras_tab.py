@@ -36,9 +36,8 @@ def build(rt) -> dict:
                                                      for f in (files or [])]
             if not sources:
                 raise ValueError("Extras: upload an image first")
-            outs = rt.queue.run(lambda _s: [extras.upscale(s, name, "None", 0, int(mode_index), float(factor),
-                                                           int(w), int(h), bool(do_crop)) for s in sources],
-                                "extras")
+            outs = rt.extras(sources, upscaler_1=name, resize_mode=int(mode_index), scale=float(factor),
+                             width=int(w), height=int(h), crop=bool(do_crop))
         except ValueError as exc:
             return gr.update(), common.error_html(str(exc))
         return outs, f"<p>{outs[0].width}x{outs[0].height}</p>"

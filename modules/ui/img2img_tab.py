@@ -9,15 +9,14 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from modules.engine.image_ops import RESIZE_MODES
-from modules.engine.params import GenerationParams
+from modules.engine.params import IMG2IMG_DENOISING_DEFAULT, INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, \
+    GenerationParams
 from modules.ui import common, progress
 
 log = logging.getLogger("sd.ui")
 MODES = ["img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch"]
 # the sketch brush's colours (the first is the default); Inpaint keeps its fixed white mask brush
 SKETCH_COLORS = ["#ff0000", "#00c000", "#0000ff", "#ffff00", "#ffffff", "#000000"]
-MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
 I2I_FIELDS = ["resize_mode", "denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res",
               "inpaint_full_res_padding", "inpainting_mask_invert"]
 
@@ -93,23 +92,23 @@ def build(rt, native_size: int = 512) -> dict:
             for tab, name in ((t_img, "img2img"), (t_sketch, "Sketch"), (t_inpaint, "Inpaint"),
                               (t_isk, "Inpaint sketch"), (t_up, "Inpaint upload"), (t_batch, "Batch")):
                 tab.select(lambda n=name: n, None, mode, queue=False)
-            resize_mode = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode",
-                                   elem_id="resize_mode")
+            resize_mode = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[common.default("resize_mode")], type="index",
+                                   label="Resize mode", elem_id="resize_mode")
             with gr.Group(elem_id="inpaint_controls"):
                 with gr.Row():
-                    mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur")
-                    invert = gr.Radio(["Inpaint masked", "Inpaint not masked"], value="Inpaint masked",
+                    mask_blur = common.slider("mask_blur", "Mask blur", "img2img_mask_blur")
+                    invert = gr.Radio(MASK_MODES, value=MASK_MODES[common.default("inpainting_mask_invert")],
                                       type="index", label="Mask mode", elem_id="img2img_mask_mode")
                 with gr.Row():
-                    fill = gr.Radio(MASKED_CONTENT, value="original", type="index", label="Masked content",
-                                    elem_id="img2img_inpainting_fill")
-                    area = gr.Radio(["Whole picture", "Only masked"], value="Whole picture", type="index",
-                                    label="Inpaint area", elem_id="img2img_inpaint_full_res")
-                    padding = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels",
-                                        elem_id="img2img_inpaint_full_res_padding")
+                    fill = gr.Radio(MASKED_CONTENT, value=MASKED_CONTENT[common.default("inpainting_fill")],
+                                    type="index", label="Masked content", elem_id="img2img_inpainting_fill")
+                    area = gr.Radio(INPAINT_AREAS, value=INPAINT_AREAS[int(common.default("inpaint_full_res"))],
+                                    type="index", label="Inpaint area", elem_id="img2img_inpaint_full_res")
+                    padding = common.slider("inpaint_full_res_padding", "Only masked padding, pixels",
+                                            "img2img_inpaint_full_res_padding")
             controls = common.sampling_controls("img2img", native_size)
-            denoise = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
-                                elem_id="img2img_denoising_strength")
+            denoise = common.slider("denoising_strength", "Denoising strength", "img2img_denoising_strength",
+                                    value=IMG2IMG_DENOISING_DEFAULT)
             seeds = common.seed_row("img2img", last_seed)
         with gr.Column():
             out = common.output_panel("img2img")
@@ -129,7 +128,6 @@ def build(rt, native_size: int = 512) -> dict:
     def run(mode_name, image, sketch_value, editor_value, inpaint_sketch_value, up_image, up_mask, b_in, b_out,
             b_mask, styles, *values):
         kw = common.params_kwargs(fields, list(values))
-        kw["inpaint_full_res"] = bool(kw["inpaint_full_res"])
         try:
             if mode_name == "Batch":
                 if not b_in or not b_out:
@@ -171,8 +169,7 @@ def build(rt, native_size: int = 512) -> dict:
     progress.reattach_on_load(rt.queue, view, out["progress"], task, results, finish)
     common.wire_outputs(rt, "img2img", out, last_images, last_result)
     index_choices = {"resize_mode": RESIZE_MODES, "inpainting_fill": MASKED_CONTENT,
-                     "inpaint_full_res": ["Whole picture", "Only masked"],
-                     "inpainting_mask_invert": ["Inpaint masked", "Inpaint not masked"]}
+                     "inpaint_full_res": INPAINT_AREAS, "inpainting_mask_invert": MASK_MODES}
     top["paste"].click(lambda text: common.paste_fields(rt, text, fields, index_choices), top["prompt"],
                        [comps[f] for f in fields], queue=False)
     return {**comps, **out, "init_image": init_image, "editor": editor, "sketch": sketch,

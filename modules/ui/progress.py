@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import gradio as gr
 
-from modules.jobs import Interrupted, Job
+from modules.jobs import Interrupted, QueuedJob as Job
 from modules.models.manager import NoModelError
 
 log = logging.getLogger("sd.ui")

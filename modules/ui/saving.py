@@ -22,11 +22,12 @@ def save_dir(outputs: Path) -> Path:
 
 def result_summary(result) -> dict:
     """What Save and Zip need from a generation result, kept in the page's session state (no PIL images)."""
-    p = result.params
-    return {"infotexts": list(result.infotexts), "seeds": list(result.seeds), "prompts": list(result.prompts),
-            "negative_prompts": list(result.negative_prompts), "width": p.width, "height": p.height,
-            "sampler": p.sampler_name, "cfg_scale": p.cfg_scale, "steps": p.steps,
-            "model_name": result.info.get("sd_model_name"), "model_hash": result.info.get("sd_model_hash")}
+    n = len(result.images)
+    return {"infotexts": list(result.infotexts), "seeds": list(result.seeds),
+            "prompts": list(result.all_prompts[:n]), "negative_prompts": list(result.all_negative_prompts[:n]),
+            "width": result.width, "height": result.height, "sampler": result.sampler_name,
+            "cfg_scale": result.cfg_scale, "steps": result.steps, "model_name": result.sd_model_name,
+            "model_hash": result.sd_model_hash}
 
 
 def _pick(values: list, i: int, default=""):

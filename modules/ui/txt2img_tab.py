@@ -5,8 +5,8 @@ import logging
 
 import gradio as gr
 
-from modules.engine.params import GenerationParams
-from modules.engine.processing import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
+from modules.engine.params import HR_DENOISING_DEFAULT, GenerationParams
+from modules.engine.run import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
 from modules.ui import common, progress
 
 log = logging.getLogger("sd.ui")
@@ -25,16 +25,16 @@ def build(rt, native_size: int = 512) -> dict:
             with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hires_fix"):
                 enable_hr = gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")
                 with gr.Row():
-                    hr_upscaler = gr.Dropdown(list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS), value="Latent",
-                                              label="Upscaler", elem_id="txt2img_hr_upscaler")
-                    hr_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps", elem_id="txt2img_hires_steps")
-                    hr_denoise = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",
-                                           elem_id="txt2img_denoising_strength")
+                    hr_upscaler = gr.Dropdown(list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS),
+                                              value=common.default("hr_upscaler"), label="Upscaler",
+                                              elem_id="txt2img_hr_upscaler")
+                    hr_steps = common.slider("hr_second_pass_steps", "Hires steps", "txt2img_hires_steps")
+                    hr_denoise = common.slider("denoising_strength", "Denoising strength",
+                                               "txt2img_denoising_strength", value=HR_DENOISING_DEFAULT)
                 with gr.Row():
-                    hr_scale = gr.Slider(1, 4, value=2, step=0.05, label="Upscale by", elem_id="txt2img_hr_scale")
-                    hr_x = gr.Slider(0, 2048, value=0, step=8, label="Resize width to", elem_id="txt2img_hr_resize_x")
-                    hr_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
-                                     elem_id="txt2img_hr_resize_y")
+                    hr_scale = common.slider("hr_scale", "Upscale by", "txt2img_hr_scale", maximum=4)
+                    hr_x = common.slider("hr_resize_x", "Resize width to", "txt2img_hr_resize_x", maximum=2048)
+                    hr_y = common.slider("hr_resize_y", "Resize height to", "txt2img_hr_resize_y", maximum=2048)
         with gr.Column():
             out = common.output_panel("txt2img")
 

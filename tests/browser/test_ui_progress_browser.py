@@ -101,11 +101,11 @@ class _FakeQueue:
 
 
 def test_progress_html_and_failed_job_message():
-    from modules.jobs import Job
+    from modules.jobs import QueuedJob
     from modules.ui import progress
 
     queue = _FakeQueue()
-    job = Job(lambda s: None, "txt2img", "task(test)")
+    job = QueuedJob("txt2img", {}, "task(test)")
     view = progress.ProgressView("txt2img", queue)
     assert "Waiting..." in view.render(job)  # not started yet: queued
     queue.current = job

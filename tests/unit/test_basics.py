@@ -81,7 +81,7 @@ def test_settings_validate_and_write_atomically(tmp_path):
 
 
 def test_engine_imports_neither_gradio_nor_fastapi():
-    code = ("import sys; import modules.runtime, modules.engine.processing, modules.models.manager, modules.jobs; "
+    code = ("import sys; import modules.runtime, modules.processing, modules.engine.run, modules.models.manager, modules.jobs; "
             "bad = [m for m in ('gradio', 'fastapi', 'starlette') if m in sys.modules]; print(bad); "
             "sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -43,21 +43,22 @@ def test_long_prompts_and_break_make_more_chunks(model):
 def test_prompt_editing_switches_text_at_the_step(model):
     sc = conditioning.StepConditioner(model, ["a [cat:dog:2] on grass"], [""], steps=4, clip_skip=1, cfg_scale=7)
     cat, dog = ctx(model, "a cat on grass"), ctx(model, "a dog on grass")
-    assert [torch.equal(sc.batch(i).context[1:], cat) for i in range(4)] == [True, True, True, False]
-    assert torch.equal(sc.batch(3).context[1:], dog)
+    assert [torch.equal(sc.batch(i).context[:1], cat) for i in range(4)] == [True, True, True, False]
+    assert torch.equal(sc.batch(3).context[:1], dog)
     alt = conditioning.StepConditioner(model, ["[red|blue] ball"], [""], steps=4, clip_skip=1, cfg_scale=7)
     red, blue = ctx(model, "red ball"), ctx(model, "blue ball")
     # A1111 matches the 0-based sampling step against 1-based schedule ends, so the first text covers two steps
-    assert [torch.equal(alt.batch(i).context[1:], red) for i in range(4)] == [True, True, False, True]
-    assert torch.equal(alt.batch(2).context[1:], blue)
+    assert [torch.equal(alt.batch(i).context[:1], red) for i in range(4)] == [True, True, False, True]
+    assert torch.equal(alt.batch(2).context[:1], blue)
 
 
 def test_and_combines_parts_with_weights(model):
     sc = conditioning.StepConditioner(model, ["a cat AND a dog:0.5"], ["ugly"], steps=2, clip_skip=1, cfg_scale=3)
     batch = sc.batch(0)
-    assert batch.uncond_rows == [0] and batch.cond_rows == [[(1, 1.0), (2, 0.5)]]
-    assert torch.equal(batch.context[2:3], ctx(model, "a dog"))
-    out = torch.stack([torch.full((2,), 1.0), torch.full((2,), 3.0), torch.full((2,), 5.0)])
+    # A1111's layout: the prompt rows (both AND parts) first, then the negative prompt's row
+    assert batch.uncond_rows == [2] and batch.cond_rows == [[(0, 1.0), (1, 0.5)]]
+    assert torch.equal(batch.context[1:2], ctx(model, "a dog"))
+    out = torch.stack([torch.full((2,), 3.0), torch.full((2,), 5.0), torch.full((2,), 1.0)])
     # u + 3*(1*(c1-u) + 0.5*(c2-u)) = 1 + 3*(2 + 2) = 13
     assert torch.equal(batch.combine(out, 3.0), torch.full((1, 2), 13.0))
 

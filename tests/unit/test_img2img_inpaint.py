@@ -104,7 +104,7 @@ def test_nine_channel_model_gets_mask_and_masked_image(tmp_path):
     assert x.shape[1] == 9
     mask_channel = x[0, 4]
     assert mask_channel[8, 8] == 1 and mask_channel[0, 0] == 0  # latent 16x16: masked square at 4..11
-    assert out.info["is_using_inpainting_conditioning"] is True
+    assert out.to_dict()["is_using_inpainting_conditioning"] is True
     outside = np.asarray(_mask()) == 0
     assert np.array_equal(pixels(out.images[0])[outside], pixels(init)[outside])
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules.engine import infotext, processing
+from modules import processing
+from modules.engine import infotext
 from modules.engine.params import GenerationParams
 from tests.support.engine_helpers import load_tiny, pixels
 

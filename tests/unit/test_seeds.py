@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from modules.engine import processing, rng
+from modules import processing
+from modules.engine import rng
 from tests.support.engine_helpers import load_tiny, pixels, run
 
 
@@ -20,7 +21,7 @@ def test_random_seed_and_batch_seeds(model):
     again = run(model, seed=a.seeds[0])
     assert np.array_equal(pixels(a.images[0]), pixels(again.images[0]))
     batch = run(model, seed=100, n_iter=2, batch_size=2)
-    assert batch.seeds == [100, 101, 102, 103] and batch.info["all_subseeds"][:2] != []
+    assert batch.seeds == [100, 101, 102, 103] and batch.all_subseeds[:2] != []
 
 
 def test_noise_is_drawn_on_the_cpu_per_image():

@@ -1,0 +1,248 @@
+"""The run: A1111's process_images over the run state `p` (modules.processing.StableDiffusionProcessing).
+
+`p` is what the engine reads while it works: the prompts, seeds and sizes come from p.all_prompts, p.all_seeds, …
+after the `process` hooks ran, so a script that rewrites them changes the images and the infotext. Per batch:
+before_process_batch → extra networks parsed into p.extra_network_data and activated onto p.patches →
+process_batch → sampling (the denoiser with the job's hooks; hires. fix) → post_sample → decode →
+postprocess_batch → per image postprocess_image, composite, infotext. The patches are on the model only while the
+batch runs. Saving is not done here: the runtime saves what the run returns.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from modules.engine import extra_networks, infotext_fields, inpaint, latent_preview, rng, samplers
+from modules.engine.conditioning import StepConditioner
+from modules.engine.denoiser import Denoiser
+from modules.engine.hooks import PostprocessImageArgs, PostSampleArgs
+from modules.engine.params import HR_DENOISING_DEFAULT, IMG2IMG_DENOISING_DEFAULT, ParamError, hr_size
+from modules.engine.patches import PatchSet
+from modules.engine.sampling import STEP_KNOBS, Pass, sample
+from modules.engine.vae_codec import decode_to_tensor, images_to_latents, latents_to_images, tensor_to_images
+
+LATENT_UPSCALE_MODES = {
+    "Latent": ("bilinear", False), "Latent (antialiased)": ("bilinear", True), "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True), "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+IMAGE_UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
+
+
+@dataclass
+class RunOptions:
+    """Settings the engine reads, resolved by the runtime for this job (its overrides included)."""
+    clip_skip: int = 1
+    ensd: int = 0
+    randn_source: str = "CPU"
+    preview_every: int = 0           # live preview every N steps; 0 = off
+    use_old_scheduling: bool = False
+
+
+def _stopped(state) -> bool:
+    return state is not None and (state.interrupted or state.skipped)
+
+
+class _Batch:
+    """One batch of the run (A1111's inner loop body)."""
+
+    def __init__(self, p, networks: extra_networks.ExtraNetworkRegistry):
+        self.p, self.model, self.state, self.opts = p, p.sd_model, p.state, p.run_options
+        self.hooks, self.networks = p.hooks, networks
+        self.factor = self.model.vae_scale_factor
+
+    def noise(self, width: int, height: int):
+        p = self.p
+        shape = (self.model.vae.config.latent_channels, height // self.factor, width // self.factor)
+        resize = (p.seed_resize_from_w, p.seed_resize_from_h) if p.seed_resize_from_w > 0 and \
+            p.seed_resize_from_h > 0 else None
+        return rng.batch_noise(shape, p.seeds, p.subseeds, p.subseed_strength, resize, self.factor,
+                               self.opts.randn_source, self.model.device, ensd=self.opts.ensd)
+
+    def on_step(self, i: int, latents: torch.Tensor) -> None:
+        every, state = self.opts.preview_every, self.state
+        if state is not None and every > 0 and (i + 1) % every == 0:
+            state.current_image = latent_preview.preview(self.model, latents)
+            state.current_image_step = i + 1
+
+    def conds(self, prompts, negatives, steps, hires_steps=None) -> StepConditioner:
+        return StepConditioner(self.model, prompts, negatives, steps, self.opts.clip_skip, self.p.cfg_scale,
+                               hires_steps=hires_steps, use_old_scheduling=self.opts.use_old_scheduling,
+                               embeddings=self.p.patches.embeddings)
+
+    def run_pass(self, run: Pass, init, noise, gens, conds, width, height, image_cond=None, blend_mask=None):
+        p = self.p
+        denoiser = Denoiser(self.model, conds, p.cfg_scale, width, height, self.hooks, p, image_cond)
+        return sample(self.model, run, init, noise, gens, denoiser, self.hooks, state=self.state, p=p,
+                      blend_mask=blend_mask, noise_seed=p.seeds[0] + self.opts.ensd, on_step=self.on_step)
+
+    def knobs(self) -> dict:
+        return {k: getattr(self.p, k, None) for k in STEP_KNOBS}
+
+    # --- txt2img ------------------------------------------------------------------------------------------------
+    def txt2img(self) -> torch.Tensor:
+        p = self.p
+        noise, gens = self.noise(p.width, p.height)
+        p.rng = gens
+        conds = self.conds(p.prompts, p.negative_prompts, p.steps)
+        image_cond = inpaint.inpainting_image_cond(self.model, None, None, len(p.seeds), p.width, p.height)
+        run = Pass(p.sampler, p.schedule, p.steps, knobs=self.knobs())
+        latents = self.run_pass(run, None, noise, gens, conds, p.width, p.height, image_cond)
+        if p.enable_hr and not _stopped(self.state):
+            latents = self.hires(latents)
+        return latents
+
+    def hires(self, latents: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        width, height = hr_size(p)
+        upscaler = p.hr_upscaler or "Latent"
+        self.hooks.fire("before_hr", p)
+        if upscaler in LATENT_UPSCALE_MODES:
+            mode, antialias = LATENT_UPSCALE_MODES[upscaler]
+            kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+            if antialias:
+                kwargs["antialias"] = True
+            init = F.interpolate(latents, size=(height // self.factor, width // self.factor), mode=mode, **kwargs)
+        elif upscaler in IMAGE_UPSCALERS:
+            images = latents_to_images(self.model, latents)
+            resample = IMAGE_UPSCALERS[upscaler] or Image.Resampling.LANCZOS
+            init = images_to_latents(self.model, [im.resize((width, height), resample) for im in images])
+        else:
+            raise ParamError("hr_upscaler", f"unknown upscaler {upscaler!r}; choose one of "
+                                            f"{list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)}")
+        steps = p.hr_second_pass_steps or p.steps
+        hr_prompts = p.hr_prompts if p.hr_prompts else p.prompts
+        hr_negatives = p.hr_negative_prompts if p.hr_negative_prompts else p.negative_prompts
+        conds = self.conds(hr_prompts, hr_negatives, p.steps, hires_steps=steps)
+        noise, gens = self.noise(width, height)
+        image_cond = inpaint.inpainting_image_cond(self.model, None, None, len(p.seeds), width, height)
+        if self.state is not None:
+            self.state.textinfo = "Hires. fix"
+        run = Pass(p.hr_sampler, p.hr_schedule, steps, "hires", strength=p.denoising_strength,
+                   knobs=self.knobs(), hires_rule=True)
+        return self.run_pass(run, init, noise, gens, conds, width, height, image_cond)
+
+    # --- img2img ------------------------------------------------------------------------------------------------
+    def img2img(self, lo: int) -> tuple[torch.Tensor | None, inpaint.Img2ImgBatch]:
+        p = self.p
+        inits = [p.init_images[i % len(p.init_images)] for i in range(lo, lo + len(p.seeds))]
+        noise, gens = self.noise(p.width, p.height)
+        p.rng = gens
+        prepared = inpaint.prepare(self.model, p, inits, p.denoising_strength, noise)
+        if prepared.latents is None:
+            return None, prepared
+        conds = self.conds(p.prompts, p.negative_prompts, p.steps)
+        run = Pass(p.sampler, p.schedule, p.steps, strength=p.denoising_strength,
+                   noise_multiplier=p.initial_noise_multiplier, knobs=self.knobs())
+        latents = self.run_pass(run, prepared.latents, noise, gens, conds, p.width, p.height, prepared.image_cond,
+                                prepared.blend_mask)
+        return latents, prepared
+
+    def images(self, lo: int) -> list[Image.Image]:
+        """Sample and decode this batch; the images after postprocess_batch, before postprocess_image."""
+        p = self.p
+        prepared = None
+        if p.is_img2img:
+            latents, prepared = self.img2img(lo)
+            if latents is None:  # strength 0: nothing to denoise, the (resized) input is the answer
+                return prepared.work if prepared.crop_box is None else prepared.originals
+        else:
+            latents = self.txt2img()
+        post = PostSampleArgs(latents)
+        self.hooks.fire("post_sample", p, post)
+        decoded = decode_to_tensor(self.model, post.samples)
+        self.hooks.fire("postprocess_batch", p, decoded, batch_number=p.iteration)
+        images = tensor_to_images(decoded)
+        out = []
+        for image in images:
+            args = PostprocessImageArgs(image)
+            self.hooks.fire("postprocess_image", p, args)
+            out.append(args.image)
+        return inpaint.composite(p, prepared, out) if prepared is not None else out
+
+
+def _resolve(p) -> None:
+    """Sampler names and defaults resolved onto p (the infotext writes what ran)."""
+    try:
+        p.sampler, p.schedule = samplers.resolve(p.sampler_name, p.scheduler)
+        if p.enable_hr and not p.is_img2img:
+            p.hr_sampler, p.hr_schedule = samplers.resolve(p.hr_sampler_name or p.sampler_name,
+                                                           p.hr_scheduler or p.scheduler)
+    except samplers.SamplerError as exc:
+        name, _, message = str(exc).partition(": ")
+        raise ParamError(name, message) from None
+    p.sampler_name, p.scheduler = p.sampler.name, p.schedule
+    if p.enable_hr and not p.is_img2img:
+        p.hr_sampler_name = p.hr_sampler.name if p.hr_sampler_name else None
+        p.hr_scheduler = p.hr_schedule if p.hr_scheduler else None
+    if p.denoising_strength is None and (p.is_img2img or p.enable_hr):
+        p.denoising_strength = IMG2IMG_DENOISING_DEFAULT if p.is_img2img else HR_DENOISING_DEFAULT
+    p.clip_skip = p.run_options.clip_skip
+    factor = p.sd_model.vae_scale_factor
+    if p.width % factor or p.height % factor:
+        raise ParamError("width", f"width and height must be multiples of {factor} for this model")
+
+
+def run_info(p) -> dict:
+    model, opts = p.sd_model, p.run_options
+    return {"Model hash": model.info.shorthash, "Model": model.info.stem,
+            "VAE": model.vae_file.stem if model.vae_file else None,
+            "ENSD": opts.ensd if opts.ensd and p.sampler.ancestral else None,
+            "RNG": opts.randn_source if opts.randn_source != "CPU" else None}
+
+
+def process_images(p, networks: extra_networks.ExtraNetworkRegistry | None = None):
+    """Runs p; returns (images, infotexts, seconds). The caller (modules.processing) wraps them in Processed and
+    fires the process-level hooks around this."""
+    networks = networks or extra_networks.ExtraNetworkRegistry()
+    state, hooks, model = p.state, p.hooks, p.sd_model
+    _resolve(p)
+    if state is not None:
+        state.job_count = p.n_iter
+    images, texts = [], []
+    info = run_info(p)
+    base_patches = p.patches
+    t0 = time.perf_counter()
+    for n in range(p.n_iter):
+        if state is not None:
+            if state.interrupted:
+                break
+            state.job_no, state.skipped = n, False
+        p.iteration = n
+        lo, hi = n * p.batch_size, (n + 1) * p.batch_size
+        p.prompts, p.negative_prompts = p.all_prompts[lo:hi], p.all_negative_prompts[lo:hi]
+        p.seeds, p.subseeds = p.all_seeds[lo:hi], p.all_subseeds[lo:hi]
+        p.hr_prompts = p.all_hr_prompts[lo:hi] if p.all_hr_prompts else []
+        p.hr_negative_prompts = p.all_hr_negative_prompts[lo:hi] if p.all_hr_negative_prompts else []
+        if not p.prompts:
+            break
+        hooks.fire("before_process_batch", p, batch_number=n, prompts=p.prompts, seeds=p.seeds,
+                   subseeds=p.subseeds)
+        p.patches = PatchSet(list(base_patches.weights), dict(base_patches.embeddings),
+                             dict(base_patches.attention_processors), list(base_patches.forward_hooks),
+                             base_patches.tiling or bool(p.tiling))
+        active = []
+        try:
+            if not p.disable_extra_networks:
+                p.prompts, p.extra_network_data = extra_networks.parse_prompts(p.prompts)
+                if p.hr_prompts:
+                    p.hr_prompts, hr_data = extra_networks.parse_prompts(p.hr_prompts)
+                    for kind, entries in hr_data.items():
+                        known = p.extra_network_data.setdefault(kind, [])
+                        known.extend(e for e in entries if e not in known)
+                active = networks.activate(p, p.extra_network_data)
+            hooks.fire("process_batch", p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
+            with p.patches.applied(model):
+                batch_images = _Batch(p, networks).images(lo)
+        finally:
+            for handler in active:
+                handler.deactivate(p)
+            p.patches = base_patches
+        for j, image in enumerate(batch_images):
+            images.append(image)
+            texts.append(infotext_fields.create(p, lo + j, info))
+    return images, texts, time.perf_counter() - t0

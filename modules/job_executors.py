@@ -1,0 +1,63 @@
+"""What each kind of queued job does: a function of (runtime, payload, state) per kind.
+
+A payload is plain data (modules/engine/payload.py for generation parameters), so the same function could run in
+another process on a copy of the runtime. Generation executors run the engine only; saving images, params.txt and
+persisting overrides happen afterwards, in the runtime (Runtime.finish_generation), on the machine that keeps the
+files.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from modules import processing
+from modules.engine import payload as payload_codec
+from modules.engine.params import GenerationParams
+
+
+def generate(rt, payload: dict, state) -> processing.Processed:
+    params: GenerationParams = payload_codec.from_payload(payload["params"])
+    overrides = dict(params.override_settings)
+    checkpoint = overrides.pop("sd_model_checkpoint", None)
+    if checkpoint is not None:
+        rt.models.load(rt.models.select(str(checkpoint)))
+    model = rt.models.require()
+    view = rt.options_view(overrides)
+    ctx = processing.RunContext(model, state, rt.run_options(params, view), rt.hooks, rt.extra_networks)
+    with processing.current_run(ctx):
+        p = processing.from_params(params)
+        return processing.process_images(p)
+
+
+def load_model(rt, payload: dict, state) -> None:
+    rt.models.load(rt.models.select(payload["checkpoint"]) if payload.get("checkpoint") else rt.models.require())
+
+
+def require_model(rt, payload: dict, state) -> None:
+    rt.models.require()
+
+
+def unload_model(rt, payload: dict, state) -> None:
+    rt.models.unload()
+
+
+def reload_vae(rt, payload: dict, state) -> None:
+    rt.models.reload_vae()
+
+
+def merge(rt, payload: dict, state):
+    from modules import merging
+    return merging.merge_job(rt, payload["request"], state)
+
+
+def extras(rt, payload: dict, state) -> list:
+    from modules.engine import extras as engine_extras
+    images = [payload_codec.png_to_image(b) for b in payload["images"]]
+    return [engine_extras.upscale(im, **payload["args"]) for im in images]
+
+
+# The built-in kinds; the runtime owns a copy (Runtime.executors) that extensions may add kinds to.
+EXECUTORS: dict[str, Callable[[Any, dict, Any], Any]] = {
+    "txt2img": generate, "img2img": generate, "load_model": load_model, "require_model": require_model,
+    "unload_model": unload_model, "reload_vae": reload_vae, "extras": extras, "merge": merge,
+}
+

@@ -1,0 +1,334 @@
+"""A1111's processing module: the run state `p` (StableDiffusionProcessingTxt2Img / Img2Img), Processed and
+process_images(p), with A1111's attribute names and meaning (docs/ARCHITECTURE.md lists them).
+
+`p` is not a copy made for show: the engine (modules/engine/run.py) reads p.all_prompts, p.all_seeds, … while it
+works, so a script that rewrites them in its `process` hook changes the images and the infotext. Both faces go
+through it: the runtime builds `p` from the request's GenerationParams and calls process_images(p).
+
+What a run needs beyond the parameters travels on `p` too: the model (p.sd_model), the job's progress state
+(p.state), its hooks (p.hooks, a child of the runtime's), its patch set (p.patches), the resolved settings
+(p.run_options) and the extra-network handlers (p.extra_networks). A `p` that an extension builds by keyword inside a
+running job (adetailer does) takes them from that job (`current_run`).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from modules.engine import extra_networks, infotext, rng
+from modules.engine import run as engine_run
+from modules.engine.hooks import Hooks
+from modules.engine.params import BY_NAME, FIELDS, IMAGE_FIELDS, GenerationParams
+from modules.engine.patches import PatchSet
+
+opt_C = 4   # latent channels
+opt_f = 8   # latent downscale factor
+
+
+@dataclass
+class RunContext:
+    """What a job's runs share: given by the runtime when it executes a job."""
+    sd_model: Any
+    state: Any = None
+    run_options: engine_run.RunOptions = field(default_factory=engine_run.RunOptions)
+    hooks: Hooks = field(default_factory=Hooks)
+    extra_networks: extra_networks.ExtraNetworkRegistry = field(default_factory=extra_networks.ExtraNetworkRegistry)
+
+
+_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("current_run", default=None)
+
+
+@contextlib.contextmanager
+def current_run(ctx: RunContext):
+    """Makes `ctx` the context of every `p` created (and every process_images call) inside the block."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+# A1111 constructor arguments that are not generation fields of the schema.
+_A1111_EXTRAS = {
+    "sd_model": None, "outpath_samples": None, "outpath_grids": None, "extra_generation_params": None,
+    "override_settings_restore_afterwards": True, "do_not_reload_embeddings": False, "disable_extra_networks": False,
+    "comments": None, "sampler_index": None, "scripts": None, "script_args": None, "is_api": False, "user": None,
+    "firstpass_image": None, "hr_checkpoint_name": None, "refiner_checkpoint": None, "refiner_switch_at": None,
+    "mask_blur_x": None, "mask_blur_y": None, "latent_mask": None, "image_cfg_scale": None, "mask_round": True,
+    "include_init_images": False, "firstphase_width": 0, "firstphase_height": 0,
+}
+
+
+class StableDiffusionProcessing:
+    """The run state. Every schema field (params.FIELDS) is a plain attribute with its UI default; extensions may
+    attach their own attributes (no __slots__)."""
+    is_img2img = False
+
+    def __init__(self, **kwargs):
+        if "mask" in kwargs:                          # A1111's constructor takes mask=, the attribute is image_mask
+            kwargs["image_mask"] = kwargs.pop("mask")
+        unknown = [k for k in kwargs if k not in BY_NAME and k not in _A1111_EXTRAS and k != "image_mask"]
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword argument {unknown[0]!r}")
+        for name, default in _A1111_EXTRAS.items():
+            setattr(self, name, kwargs.pop(name, copy.copy(default)))
+        blur_given = self.mask_blur_x is not None or self.mask_blur_y is not None
+        for f in FIELDS:
+            if f.name == "mask" or f.name == "mask_blur" and blur_given and "mask_blur" not in kwargs:
+                continue
+            setattr(self, f.name, kwargs.pop(f.name) if f.name in kwargs else f.ui_default())
+        self.image_mask = kwargs.pop("image_mask", None)
+        if self.sampler_index and not self.sampler_name:
+            self.sampler_name = self.sampler_index
+        self.extra_generation_params = self.extra_generation_params or {}
+        self.comments = self.comments or {}
+        self.override_settings = dict(self.override_settings or {})
+        self.styles = list(self.styles or [])
+        self.script_args = list(self.script_args or [])
+        # computed while running (A1111's names)
+        self.all_prompts: list[str] | None = None
+        self.all_negative_prompts: list[str] | None = None
+        self.all_seeds: list[int] | None = None
+        self.all_subseeds: list[int] | None = None
+        self.all_hr_prompts: list[str] | None = None
+        self.all_hr_negative_prompts: list[str] | None = None
+        self.main_prompt = self.main_negative_prompt = None
+        self.prompts: list[str] = []
+        self.negative_prompts: list[str] = []
+        self.seeds: list[int] = []
+        self.subseeds: list[int] = []
+        self.hr_prompts: list[str] = []
+        self.hr_negative_prompts: list[str] = []
+        self.iteration = 0
+        self.batch_index = 0
+        self.extra_network_data: dict = {}
+        self.networks_not_found: list[str] = []
+        self.cached_c = self.cached_uc = [None, None]
+        self.c = self.uc = None
+        self.rng = None
+        self.sampler = None
+        self.seed_resize_from_w = self.seed_resize_from_w if self.seed_resize_from_w else -1
+        self.seed_resize_from_h = self.seed_resize_from_h if self.seed_resize_from_h else -1
+        ctx = _current.get()
+        self.sd_model = self.sd_model or (ctx.sd_model if ctx else None)
+        self.state = ctx.state if ctx else None
+        self.run_options = copy.copy(ctx.run_options) if ctx else engine_run.RunOptions()
+        self.hooks = ctx.hooks.child() if ctx else Hooks()
+        self.extra_networks = ctx.extra_networks if ctx else extra_networks.ExtraNetworkRegistry()
+        self.patches = PatchSet()
+
+    # --- A1111's helpers ------------------------------------------------------------------------------------------
+    @property
+    def mask(self):
+        return self.image_mask
+
+    def comment(self, text: str) -> None:
+        self.comments[text] = 1
+
+    @property
+    def prompt_for_display(self) -> str:
+        return self.prompt
+
+    def setup_prompts(self) -> None:
+        """all_prompts / all_negative_prompts (styles applied) and all_seeds / all_subseeds, as A1111 fills them
+        before the `process` hooks."""
+        n = self.batch_size * self.n_iter
+        if isinstance(self.prompt, list):
+            self.all_prompts = list(self.prompt)
+        else:
+            self.all_prompts = [self.prompt] * n
+        if isinstance(self.negative_prompt, list):
+            self.all_negative_prompts = list(self.negative_prompt)
+        else:
+            self.all_negative_prompts = [self.negative_prompt] * n
+        self.main_prompt, self.main_negative_prompt = self.all_prompts[0], self.all_negative_prompts[0]
+        if self.all_seeds is None:
+            seed, subseed = get_fixed_seed(self.seed), get_fixed_seed(self.subseed)
+            self.all_seeds = [seed + i for i in range(n)]
+            self.all_subseeds = [subseed + i for i in range(n)]
+
+    def to_params(self) -> GenerationParams:
+        values = {f.name: copy.copy(getattr(self, f.name)) for f in FIELDS if f.name != "mask"}
+        values["mask"] = self.image_mask
+        return GenerationParams(**values, mode="img2img" if self.is_img2img else "txt2img")
+
+
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    is_img2img = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.firstpass_steps = self.steps
+
+    def setup_prompts(self) -> None:
+        super().setup_prompts()
+        n = len(self.all_prompts)
+        self.all_hr_prompts = [self.hr_prompt] * n if self.hr_prompt else list(self.all_prompts)
+        self.all_hr_negative_prompts = [self.hr_negative_prompt] * n if self.hr_negative_prompt \
+            else list(self.all_negative_prompts)
+
+
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    is_img2img = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.enable_hr = False
+        self.init_images = list(self.init_images or [])
+        self.mask_for_overlay = None
+        self.overlay_images = None
+        self.paste_to = None
+        self.color_corrections = None
+
+    @property
+    def mask_blur(self) -> int:
+        return max(self.mask_blur_x or 0, self.mask_blur_y or 0)
+
+    @mask_blur.setter
+    def mask_blur(self, value: int) -> None:
+        self.mask_blur_x = self.mask_blur_y = value
+
+
+def from_params(params: GenerationParams) -> StableDiffusionProcessing:
+    """The run state for a request's parameters (images and all)."""
+    values = {f.name: getattr(params, f.name) for f in FIELDS}
+    cls = StableDiffusionProcessingImg2Img if params.mode == "img2img" else StableDiffusionProcessingTxt2Img
+    if cls is StableDiffusionProcessingTxt2Img:
+        for name in IMAGE_FIELDS:
+            values.pop(name)
+    return cls(**{k: copy.copy(v) for k, v in values.items()})
+
+
+class Processed:
+    """A1111's Processed: the images, one infotext per image, the seeds and prompts, and `js()` — the JSON the
+    API returns as `info`."""
+
+    def __init__(self, p: StableDiffusionProcessing, images_list: list, seed: int = -1, info: str = "",
+                 subseed: int | None = None, all_prompts: list | None = None, all_negative_prompts: list | None = None,
+                 all_seeds: list | None = None, all_subseeds: list | None = None, index_of_first_image: int = 0,
+                 infotexts: list | None = None, comments: str = ""):
+        self.images = images_list
+        self.prompt, self.negative_prompt = p.prompt, p.negative_prompt
+        self.seed, self.subseed = seed, subseed
+        self.subseed_strength = p.subseed_strength
+        self.info = info
+        self.comments = "".join(f"{c}\n" for c in p.comments) if not comments else comments
+        self.width, self.height = p.width, p.height
+        self.sampler_name, self.scheduler = p.sampler_name, p.scheduler
+        self.cfg_scale, self.steps, self.batch_size = p.cfg_scale, p.steps, p.batch_size
+        self.restore_faces, self.face_restoration_model = p.restore_faces, None
+        model = p.sd_model
+        self.sd_model_name = model.info.stem if model is not None else None
+        self.sd_model_hash = model.info.shorthash if model is not None else None
+        self.sd_vae_name = model.vae_file.stem if model is not None and model.vae_file else None
+        self.sd_vae_hash = None
+        self.seed_resize_from_w, self.seed_resize_from_h = p.seed_resize_from_w, p.seed_resize_from_h
+        self.denoising_strength = p.denoising_strength
+        self.extra_generation_params = {k: v for k, v in p.extra_generation_params.items()
+                                        if v is not None and not callable(v)}
+        self.index_of_first_image = index_of_first_image
+        self.styles = p.styles
+        self.job_timestamp = getattr(p.state, "job_timestamp", None) or time.strftime("%Y%m%d%H%M%S")
+        self.clip_skip = p.clip_skip
+        self.all_prompts = all_prompts if all_prompts is not None else p.all_prompts
+        self.all_negative_prompts = all_negative_prompts if all_negative_prompts is not None \
+            else p.all_negative_prompts
+        self.all_seeds = all_seeds if all_seeds is not None else p.all_seeds
+        self.all_subseeds = all_subseeds if all_subseeds is not None else p.all_subseeds
+        self.infotexts = infotexts or [info] * len(images_list)
+        self.is_using_inpainting_conditioning = model is not None and model.unet.config.in_channels == 9
+        self.seconds = 0.0
+        self.params = p.to_params()     # what ran, for saving and "send to"
+        self.saved_paths: list[str] = []
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the images returned (A1111's all_seeds may be longer when a run stopped early)."""
+        return self.all_seeds[self.index_of_first_image:self.index_of_first_image + len(self.images)]
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt": self.prompt, "all_prompts": self.all_prompts, "negative_prompt": self.negative_prompt,
+            "all_negative_prompts": self.all_negative_prompts, "seed": self.seed, "all_seeds": self.all_seeds,
+            "subseed": self.subseed, "all_subseeds": self.all_subseeds, "subseed_strength": self.subseed_strength,
+            "width": self.width, "height": self.height, "sampler_name": self.sampler_name,
+            "cfg_scale": self.cfg_scale, "steps": self.steps, "batch_size": self.batch_size,
+            "restore_faces": self.restore_faces, "face_restoration_model": self.face_restoration_model,
+            "sd_model_name": self.sd_model_name, "sd_model_hash": self.sd_model_hash,
+            "sd_vae_name": self.sd_vae_name, "sd_vae_hash": self.sd_vae_hash,
+            "seed_resize_from_w": self.seed_resize_from_w, "seed_resize_from_h": self.seed_resize_from_h,
+            "denoising_strength": self.denoising_strength, "extra_generation_params": self.extra_generation_params,
+            "index_of_first_image": self.index_of_first_image, "infotexts": self.infotexts, "styles": self.styles,
+            "job_timestamp": self.job_timestamp, "clip_skip": self.clip_skip,
+            "is_using_inpainting_conditioning": self.is_using_inpainting_conditioning, "comments": self.comments,
+            "version": infotext.VERSION, "seconds": round(self.seconds, 3),
+        }
+
+    def js(self) -> str:
+        return json.dumps(self.to_dict(), default=str)
+
+    def infotext(self, p, index: int) -> str:
+        return self.infotexts[index]
+
+
+def get_fixed_seed(seed: int | None) -> int:
+    return rng.resolve_seed(seed)
+
+
+def fix_seed(p) -> None:
+    p.seed, p.subseed = get_fixed_seed(p.seed), get_fixed_seed(p.subseed)
+
+
+def create_infotext(p, all_prompts=None, all_seeds=None, all_subseeds=None, comments=None, iteration: int = 0,
+                    position_in_batch: int = 0, *args, **kwargs) -> str:
+    """A1111's create_infotext for image `iteration * batch_size + position_in_batch` of a run."""
+    from modules.engine import infotext_fields
+    index = iteration * p.batch_size + position_in_batch
+    saved = p.all_prompts, p.all_seeds, p.all_subseeds
+    p.all_prompts = all_prompts or p.all_prompts
+    p.all_seeds, p.all_subseeds = all_seeds or p.all_seeds, all_subseeds or p.all_subseeds
+    try:
+        return infotext_fields.create(p, index, engine_run.run_info(p))
+    finally:
+        p.all_prompts, p.all_seeds, p.all_subseeds = saved
+
+
+def process_images(p: StableDiffusionProcessing) -> Processed:
+    """Runs p: before_process, process (all_* filled), the batches, postprocess. Re-entrant: an extension may call
+    it again from a hook of the same job."""
+    if p.sd_model is None:
+        ctx = _current.get()
+        if ctx is None or ctx.sd_model is None:
+            raise RuntimeError("process_images: no model loaded")
+        p.sd_model = ctx.sd_model
+    p.hooks.fire("before_process", p)
+    p.setup_prompts()
+    p.hooks.fire("process", p)
+    images, texts, seconds = engine_run.process_images(p, p.extra_networks)
+    processed = Processed(p, images, p.all_seeds[0], texts[0] if texts else "", p.all_subseeds[0],
+                          infotexts=texts)
+    processed.seconds = seconds
+    p.hooks.fire("postprocess", p, processed)
+    return processed
+
+
+RunOptions = engine_run.RunOptions
+
+
+def process(model, params: GenerationParams, state=None, opts: RunOptions | None = None, hooks: Hooks | None = None,
+            setup=None) -> Processed:
+    """Runs `params` on `model` directly, outside the job queue (tests, benchmarks, tools): the run state is built
+    as the runtime builds it; `setup(p)` may change it (add per-job hooks, patches) before it runs."""
+    params.mode = "img2img" if params.init_images else "txt2img"
+    params.validate()
+    ctx = RunContext(model, state, opts or RunOptions(), hooks or Hooks())
+    with current_run(ctx):
+        p = from_params(params)
+        if setup is not None:
+            setup(p)
+        return process_images(p)
