@@ -56,6 +56,8 @@ def _defaults() -> dict[str, OptionInfo]:
         "randn_source": OptionInfo("CPU", "Random number generator source", "Sampler parameters",
                                    choices=["CPU", "GPU"]),
         "eta_noise_seed_delta": OptionInfo(0, "Eta noise seed delta", "Sampler parameters", minimum=0),
+        # A1111's default is the new timelines: [a:b:N] with a "." is a fraction, hires fix counts from 1 to 2
+        "use_old_scheduling": OptionInfo(False, "Use old prompt editing timelines", "Sampler parameters"),
         # saving
         "samples_save": OptionInfo(True, "Always save all generated images", "Saving images"),
         "samples_format": OptionInfo("png", "File format for images", "Saving images", choices=["png"]),

@@ -54,8 +54,8 @@ def parse_prompts(prompts: list[str]) -> tuple[list[str], dict[str, list[ExtraNe
 
 
 class ExtraNetwork:
-    """A kind of extra network. `activate` adds patches to p.patches (and p.extra_generation_params entries);
-    `deactivate` runs after the job, whatever happened."""
+    """A kind of extra network. `activate` adds patches to p.patches (and p.extra_generation_params entries) for one
+    batch; `deactivate` runs after that batch, whatever happened."""
     name = ""
 
     def activate(self, p, entries: list[ExtraNetworkParams]) -> None:

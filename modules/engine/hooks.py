@@ -11,7 +11,7 @@ Process level (A1111's Script method order; `p` is the run state, modules.proces
     process(p)                                  all_prompts/all_seeds/... exist; may rewrite them, n_iter, batch_size
     before_process_batch(p, batch_number, prompts, seeds, subseeds)   lists mutable in place; extra networks still in
     process_batch(p, batch_number, prompts, seeds, subseeds)          after extra networks were parsed and patched
-    before_hr(p)                                txt2img, before the hires. fix pass
+    before_hr(p)                                txt2img: first pass upscaled, hires. fix pass about to sample
     post_sample(p, args: PostSampleArgs)        latents before VAE decode; replace args.samples
     postprocess_batch(p, images, batch_number)  decoded images, float tensor B×C×H×W in 0..1, edit in place
     postprocess_image(p, args: PostprocessImageArgs)   per image (PIL); replace args.image

@@ -120,9 +120,9 @@ FIELDS: list[Field] = [
           infotext_when=lambda p: (p.clip_skip or 1) > 1, help="None: the CLIP_stop_at_last_layers setting"),
     Field("tiling", bool, False, api_default=None, nullable=True, infotext="Tiling", infotext_when=lambda p: p.tiling),
     Field("restore_faces", bool, False, api_default=None, nullable=True),
-    # Sampler knobs: honoured where the sampler has them (eta: DDIM; s_noise: the ancestral Euler/DPM2 samplers'
-    # noise scale); s_churn/s_tmin/s_tmax/s_min_uncond are accepted for A1111 clients and not used by any sampler we
-    # have (see docs/ARCHITECTURE.md).
+    # Sampler knobs: passed to the diffusers scheduler's step() where it takes them (eta: DDIM; s_churn, s_tmin,
+    # s_tmax, s_noise: Euler; s_noise: DPM++ SDE), otherwise accepted for A1111 clients and unused; s_min_uncond is
+    # accepted and unused (docs/ARCHITECTURE.md).
     Field("eta", float, None, nullable=True, minimum=0, maximum=1),
     Field("s_churn", float, None, nullable=True),
     Field("s_tmin", float, None, nullable=True),

@@ -100,7 +100,6 @@ class _Batch:
         p = self.p
         width, height = hr_size(p)
         upscaler = p.hr_upscaler or "Latent"
-        self.hooks.fire("before_hr", p)
         if upscaler in LATENT_UPSCALE_MODES:
             mode, antialias = LATENT_UPSCALE_MODES[upscaler]
             kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
@@ -114,6 +113,7 @@ class _Batch:
         else:
             raise ParamError("hr_upscaler", f"unknown upscaler {upscaler!r}; choose one of "
                                             f"{list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)}")
+        self.hooks.fire("before_hr", p)  # as A1111: the first pass is upscaled, the hires pass not started
         steps = p.hr_second_pass_steps or p.steps
         hr_prompts = p.hr_prompts if p.hr_prompts else p.prompts
         hr_negatives = p.hr_negative_prompts if p.hr_negative_prompts else p.negative_prompts

@@ -199,7 +199,9 @@ def job_finisher(rt, tab: str, outdir_option: str):
 def finished_values(result, folder: str) -> tuple:
     from modules.ui import saving
     shown = result.saved_paths if len(result.saved_paths) == len(result.images) else result.images
-    return (shown, result.infotexts[0] if result.infotexts else "", "", folder if result.saved_paths else "",
+    # A1111 shows the job's comments ("Networks not found: …") under the images
+    comments = "".join(f"<p class=\"sd-comment\">{html.escape(c)}</p>" for c in result.comments.splitlines() if c)
+    return (shown, result.infotexts[0] if result.infotexts else "", comments, folder if result.saved_paths else "",
             result.seeds[0] if result.seeds else -1, result.images, saving.result_summary(result))
 
 

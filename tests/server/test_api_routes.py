@@ -250,3 +250,11 @@ def test_progress_reports_steps_eta_and_live_preview(server):
     assert fractions == sorted(fractions) and 0 < max(fractions) <= 1
     skip = requests.get(server.api("progress"), params={"skip_current_image": True}, timeout=10).json()
     assert skip["current_image"] is None
+
+
+def test_an_unknown_lora_is_reported_in_the_info(server):
+    import json
+    r = txt2img(server, prompt="a red circle <lora:not_there:0.7>")
+    info = json.loads(r.json()["info"])
+    assert "Networks not found: not_there" in info["comments"]
+    assert "<lora:not_there:0.7>" in info["infotexts"][0] and info["all_prompts"] == ["a red circle <lora:not_there:0.7>"]

@@ -246,3 +246,45 @@ def test_processing_objects_have_a1111s_names():
     assert p.all_prompts == ["x"] and len(p.all_seeds) == 1 and p.is_img2img
     with pytest.raises(TypeError, match="nonsense"):
         processing.StableDiffusionProcessingTxt2Img(nonsense=1)
+
+
+def test_prompt_editing_in_the_hires_pass_follows_a1111s_rule(model):
+    from modules.engine import conditioning
+    cat = conditioning.encode_text(model, "a cat").context
+    dog = conditioning.encode_text(model, "a dog").context
+    seen = []
+
+    def watch(call):
+        if call.step.pass_name == "hires":
+            row = call.context[call.cond_rows[0]:call.cond_rows[0] + 1]
+            seen.append("cat" if torch.equal(row, cat) else "dog" if torch.equal(row, dog) else "?")
+    hooks = Hooks()
+    hooks.add("before_unet", watch)
+    # new timelines (A1111's default): an integer counts from the start of the base pass, so with 4 base steps
+    # and 8 hires steps at strength 1, step 6 is the hires pass's second step
+    run(model, prompt="a [cat:dog:6]", steps=4, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=8,
+        denoising_strength=1.0, hooks=hooks, sampler_name="Euler")
+    assert seen == ["cat", "cat", "cat", "dog", "dog", "dog", "dog", "dog"]
+
+
+def test_eta_reaches_the_samplers_that_take_it(model):
+    plain = run(model, sampler_name="DDIM", steps=4).images[0]
+    assert differs(plain, run(model, sampler_name="DDIM", steps=4, eta=1.0).images[0])
+    assert not differs(run(model, steps=4).images[0], run(model, steps=4, eta=1.0).images[0])  # Euler has no eta
+
+
+def test_overrides_are_never_written_into_the_settings_during_a_job(tmp_path, tiny_sd1):
+    from modules import cmd_args
+    from modules.runtime import Runtime
+    (tmp_path / "models" / "Stable-diffusion").mkdir(parents=True)
+    (tmp_path / "models" / "Stable-diffusion" / "m.safetensors").write_bytes(tiny_sd1.read_bytes())
+    rt = Runtime(cmd_args.parse(["--data-dir", str(tmp_path), "--no-half"], env={}))
+    rt.load_startup_model()
+    during = []
+    rt.hooks.add("after_step", lambda args: during.append(rt.options.CLIP_stop_at_last_layers))
+    p = GenerationParams(prompt="x", steps=2, width=32, height=32, seed=1,
+                         override_settings={"CLIP_stop_at_last_layers": 3})
+    assert "Clip skip: 3" in rt.generate(p).infotexts[0]
+    assert during == [1, 1] and rt.options.CLIP_stop_at_last_layers == 1
+    rt.generate(GenerationParams(**{**p.to_dict(), "mode": "txt2img"}), restore_overrides=False)
+    assert rt.options.CLIP_stop_at_last_layers == 3  # kept when asked, after the job
