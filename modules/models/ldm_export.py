@@ -1,5 +1,8 @@
 """Export diffusers/transformers components to one state dict in the original LDM layout.
 
+(Over 400 lines on purpose: the UNet, VAE, CLIP, OpenCLIP and ControlNet key maps are one reverse mapping of
+diffusers' single-file loader and are read side by side with it; split, they would be harder to check.)
+
 This is the reverse of what ``diffusers.loaders.single_file_utils`` does when it loads a
 single-file Stable Diffusion checkpoint (``convert_ldm_unet_checkpoint``,
 ``convert_ldm_vae_checkpoint``, ``convert_ldm_clip_checkpoint``,

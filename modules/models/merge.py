@@ -6,7 +6,8 @@ Keys missing from B (or C) are copied from A. The UNet input convolution may hav
 
 Inputs are read one tensor at a time (safetensors through safe_open; pickles through safe_load's restricted,
 memory-mapped torch.load), so peak memory is about the size of the result plus one tensor per input. No Gradio or
-FastAPI here: modules.merging wraps this in a job on the queue.
+FastAPI here: modules.merging wraps this in a job on the queue. (Over 400 lines: the three modes, the recipe
+metadata A1111 writes and the streaming writer share one tensor loop; they are kept together.)
 """
 from __future__ import annotations
 
