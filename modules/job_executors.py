@@ -22,7 +22,7 @@ def generate(rt, payload: dict, state) -> processing.Processed:
         rt.models.load(rt.models.select(str(checkpoint)))
     model = rt.models.require()
     view = rt.options_view(overrides)
-    ctx = processing.RunContext(model, state, rt.run_options(params, view), rt.hooks, rt.extra_networks)
+    ctx = processing.RunContext(model, state, rt.run_options(params, view), rt.hooks, rt.extra_networks, rt.styles)
     with processing.current_run(ctx):
         p = processing.from_params(params)
         return processing.process_images(p)

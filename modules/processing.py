@@ -38,6 +38,7 @@ class RunContext:
     run_options: engine_run.RunOptions = field(default_factory=engine_run.RunOptions)
     hooks: Hooks = field(default_factory=Hooks)
     extra_networks: extra_networks.ExtraNetworkRegistry = field(default_factory=extra_networks.ExtraNetworkRegistry)
+    prompt_styles: Any = None       # the style database (styles.csv): setup_prompts applies p.styles from it
 
 
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("current_run", default=None)
@@ -120,6 +121,7 @@ class StableDiffusionProcessing:
         self.run_options = copy.copy(ctx.run_options) if ctx else engine_run.RunOptions()
         self.hooks = ctx.hooks.child() if ctx else Hooks()
         self.extra_networks = ctx.extra_networks if ctx else extra_networks.ExtraNetworkRegistry()
+        self.prompt_styles = ctx.prompt_styles if ctx else None
         self.patches = PatchSet()
 
     # --- A1111's helpers ------------------------------------------------------------------------------------------
@@ -134,9 +136,15 @@ class StableDiffusionProcessing:
     def prompt_for_display(self) -> str:
         return self.prompt
 
+    def apply_styles(self, prompts: list[str], negatives: list[str]) -> tuple[list[str], list[str]]:
+        if not self.styles or self.prompt_styles is None:
+            return prompts, negatives
+        pairs = [self.prompt_styles.apply(a, b, self.styles) for a, b in zip(prompts, negatives)]
+        return [a for a, _ in pairs], [b for _, b in pairs]
+
     def setup_prompts(self) -> None:
-        """all_prompts / all_negative_prompts (styles applied) and all_seeds / all_subseeds, as A1111 fills them
-        before the `process` hooks."""
+        """all_prompts / all_negative_prompts (p.styles applied, as A1111 does here) and all_seeds / all_subseeds,
+        as A1111 fills them before the `process` hooks."""
         n = self.batch_size * self.n_iter
         if isinstance(self.prompt, list):
             self.all_prompts = list(self.prompt)
@@ -146,6 +154,7 @@ class StableDiffusionProcessing:
             self.all_negative_prompts = list(self.negative_prompt)
         else:
             self.all_negative_prompts = [self.negative_prompt] * n
+        self.all_prompts, self.all_negative_prompts = self.apply_styles(self.all_prompts, self.all_negative_prompts)
         self.main_prompt, self.main_negative_prompt = self.all_prompts[0], self.all_negative_prompts[0]
         if self.all_seeds is None:
             seed, subseed = get_fixed_seed(self.seed), get_fixed_seed(self.subseed)
@@ -168,9 +177,10 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     def setup_prompts(self) -> None:
         super().setup_prompts()
         n = len(self.all_prompts)
-        self.all_hr_prompts = [self.hr_prompt] * n if self.hr_prompt else list(self.all_prompts)
-        self.all_hr_negative_prompts = [self.hr_negative_prompt] * n if self.hr_negative_prompt \
-            else list(self.all_negative_prompts)
+        # the hires prompts default to the (styled) prompts; given ones get the styles too, as in A1111
+        hr, hr_neg = self.apply_styles([self.hr_prompt] * n, [self.hr_negative_prompt] * n)
+        self.all_hr_prompts = hr if self.hr_prompt else list(self.all_prompts)
+        self.all_hr_negative_prompts = hr_neg if self.hr_negative_prompt else list(self.all_negative_prompts)
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):

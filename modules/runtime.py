@@ -122,9 +122,8 @@ class Runtime:
         page finds the job (running, queued, or finished and kept by the queue) again. Bad input (an unknown sampler,
         a bad override) is a ParamError / OptionError here, before anything is queued."""
         p.mode = "img2img" if p.init_images else "txt2img"
-        if p.styles:
-            prompt, negative = self.styles.apply(p.prompt, p.negative_prompt, p.styles)
-            p = dataclasses.replace(p, prompt=prompt, negative_prompt=negative)
+        if p.styles:  # unknown names are a ParamError now; the run applies the styles (p.setup_prompts)
+            self.styles.apply(p.prompt, p.negative_prompt, p.styles)
         p.validate()
         try:
             samplers.resolve(p.sampler_name, p.scheduler)

@@ -2,9 +2,9 @@
 
 It owns the rows of the UNet batch — A1111's layout: the prompt rows (one per image, or one per AND part) first,
 then one negative-prompt row per image — the classifier-free-guidance combine (composable diffusion for AND), the
-image conditioning of 9-channel inpainting UNets and SDXL's added conditioning. Hooks (modules/engine/hooks.py) are
-called in this order: cfg_denoiser → before_unet → UNet → cfg_denoised → combine → cfg_after_cfg. When no hook is
-registered none of their parameter objects is built, so the plain path costs nothing over a bare UNet call.
+image conditioning of 9-channel inpainting UNets and SDXL's added conditioning. Hooks (modules/engine/hooks.py)
+are called in this order: cfg_denoiser → before_unet → UNet → cfg_denoised → combine → cfg_after_cfg. When no hook
+is registered none of their parameter objects is built, so the plain path costs nothing over a bare UNet call.
 """
 from __future__ import annotations
 

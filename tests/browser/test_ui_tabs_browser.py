@@ -272,3 +272,12 @@ def test_screenshot_every_tab(server):
             open_tab(page, tab)
             page.locator(ready).wait_for(state="visible")
             screenshot(page, tab)
+
+
+def test_an_unknown_lora_is_reported_under_the_images(server):
+    with browser_page() as page:
+        open_ui(page, server)
+        text = small_txt2img(page, "a red square <lora:nowhere_to_be_found:0.8>", seed=2468)
+        assert "<lora:nowhere_to_be_found:0.8>" in text  # the infotext keeps the prompt as written
+        message = page.locator("#html_info_txt2img")
+        poll(lambda: "Networks not found: nowhere_to_be_found" in message.inner_text(), 30, "no networks message")

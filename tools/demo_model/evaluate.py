@@ -1,6 +1,6 @@
 """Held-out evaluation of an exported checkpoint, end to end through the web UI's own code:
 
-modules.models.loader (read the single file + yaml, build the components) -> modules.engine.processing.process
+modules.models.loader (read the single file + yaml, build the components) -> modules.processing.process
 (prompt encoding, seeded noise, CFG, the engine's sampler, VAE decode; one image per caption, seed --first-seed
 + index, 10000 for the evaluation)
 -> pixel analysis (tools/demo_model/analysis.py) against the caption.
@@ -51,8 +51,8 @@ def load_model(ckpt: Path, device: torch.device, dtype=torch.float32):
 
 @torch.no_grad()
 def generate(model, prompt: str, seed: int, steps: int, cfg: float, sampler: str) -> np.ndarray:
-    """One image through the engine's public entry point (modules.engine.processing.process), nothing saved."""
-    from modules.engine import processing
+    """One image through the engine's public entry point (modules.processing.process), nothing saved."""
+    from modules import processing
     from modules.engine.params import GenerationParams
 
     side = model.spec.native_resolution

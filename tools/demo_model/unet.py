@@ -112,9 +112,9 @@ def make_scheduler(sampler: str = "DPM++ 2M", schedule: str = "Automatic"):
 def sample(unet, te, vae, ids: torch.Tensor, empty_ids: torch.Tensor, scale_factor: float, seeds: list[int],
            steps: int = 20, cfg: float = 7.0, sampler: str = "DPM++ 2M", device="cpu", controlnet=None,
            hint: torch.Tensor | None = None) -> np.ndarray:
-    """uint8 NHWC images; mirrors modules/engine/processing.py (seeded CPU noise per image, CFG, engine schedulers).
-    With ``controlnet`` and ``hint`` (float NCHW in [0, 1], image size), the ControlNet's residuals are added to the
-    UNet for both CFG halves."""
+    """uint8 NHWC images; mirrors the engine (modules/engine/run.py and sampling.py: seeded CPU noise per image, CFG,
+    engine schedulers). With ``controlnet`` and ``hint`` (float NCHW in [0, 1], image size), the ControlNet's residuals
+    are added to the UNet for both CFG halves."""
     ctx = encode_text(te, ids.to(device))
     use_cfg = cfg != 1.0
     if use_cfg:
