@@ -46,7 +46,7 @@ def reload_vae(rt, payload: dict, state) -> None:
 
 def merge(rt, payload: dict, state):
     from modules import merging
-    return merging.merge_job(rt, payload["request"], state)
+    return merging.merge_job(rt, merging.from_payload(payload["request"]), state)
 
 
 def extras(rt, payload: dict, state) -> list:

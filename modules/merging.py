@@ -51,10 +51,29 @@ def merge(rt, request: MergeRequest) -> MergeOutcome:
     if resolved.primary is None:
         raise MergeError("primary_model_name", "choose model A")
     model_merge.validate(resolved)
-    result = rt.queue.run("merge", {"request": resolved})  # a MergeRequest: paths, names and numbers only
+    result = rt.queue.run("merge", {"request": to_payload(resolved)})
     rt.registry.refresh()
     info = rt.registry.find_checkpoint(str(result.path))
     return MergeOutcome(result.path, info.title if info else result.path.name, result.config, result)
+
+
+def to_payload(request: MergeRequest) -> dict:
+    """A resolved MergeRequest as a job payload: plain data (paths as strings)."""
+    def plain(value):
+        if isinstance(value, ModelRef):
+            return {"path": str(value.path), "name": value.name, "sha256": value.sha256}
+        return str(value) if isinstance(value, Path) else value
+    return {f.name: plain(getattr(request, f.name)) for f in dataclasses.fields(request)}
+
+
+def from_payload(data: dict) -> MergeRequest:
+    values = dict(data)
+    for key in ("primary", "secondary", "tertiary"):
+        if isinstance(values.get(key), dict):
+            values[key] = ModelRef(Path(values[key]["path"]), values[key]["name"], values[key]["sha256"])
+    if values.get("bake_in_vae"):
+        values["bake_in_vae"] = Path(values["bake_in_vae"])
+    return MergeRequest(**values)
 
 
 def merge_job(rt, request: MergeRequest, state: JobState) -> MergeResult:

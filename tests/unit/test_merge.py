@@ -300,10 +300,13 @@ def test_merge_job_on_the_queue_leaves_the_loaded_model_alone(tiny_sd1, tiny_sd1
     assert sorted(p.name for p in merging.output_dir(rt).iterdir()) == ["tiny_sd1.safetensors",
                                                                        "tiny_sd1_b.safetensors"]
 
-    job = rt.queue.submit("merge", {"request": request})
+    payload = {"request": merging.to_payload(request)}
+    assert merging.from_payload(json.loads(json.dumps(payload))["request"]) == request  # plain data
+    job = rt.queue.submit("merge", payload)
     result = job.wait(120)
     assert job.state.sampling_step == job.state.sampling_steps == result.tensors  # progress for /progress
-    assert request.primary.sha256 == a.sha256  # the registry's cached hash was used for the recipe
+    with safe_open(str(result.path), framework="pt") as f:  # the registry's hash is in the recipe
+        assert json.loads(f.metadata()["sd_merge_recipe"])["primary_model_hash"] == a.sha256
     rt.registry.refresh()
     merged = rt.registry.find_checkpoint(result.path.name)
     assert merged is not None and merged.title in rt.registry.titles()
