@@ -10,11 +10,15 @@ Process level (A1111's Script method order; `p` is the run state, modules.proces
     before_process(p)                           first thing in process_images
     process(p)                                  all_prompts/all_seeds/... exist; may rewrite them, n_iter, batch_size
     before_process_batch(p, batch_number, prompts, seeds, subseeds)   lists mutable in place; extra networks still in
+    after_extra_networks_activate(p, batch_number, prompts, seeds, subseeds, extra_network_data)
     process_batch(p, batch_number, prompts, seeds, subseeds)          after extra networks were parsed and patched
+    process_before_every_sampling(p, x, noise, c, uc)  before each sampling pass (base, hires); c is our
+                                                StepConditioner (prompts and negatives), uc None
     before_hr(p)                                txt2img: first pass upscaled, hires. fix pass about to sample
     post_sample(p, args: PostSampleArgs)        latents before VAE decode; replace args.samples
     postprocess_batch(p, images, batch_number)  decoded images, float tensor B×C×H×W in 0..1, edit in place
     postprocess_image(p, args: PostprocessImageArgs)   per image (PIL); replace args.image
+    postprocess_image_after_composite(p, args)  per image, after inpainting's paste-back into the original
     postprocess(p, processed)                   after all batches, with the Processed result
 Denoiser level (every sampling step; see modules/engine/denoiser.py for the batch layout):
     cfg_denoiser(params: CFGDenoiserParams)     before the UNet call (A1111's on_cfg_denoiser); fields read back
@@ -30,8 +34,9 @@ from typing import Any, Callable
 
 import torch
 
-POINTS = ("before_process", "process", "before_process_batch", "process_batch", "before_hr", "post_sample",
-          "postprocess_batch", "postprocess_image", "postprocess",
+POINTS = ("before_process", "process", "before_process_batch", "after_extra_networks_activate", "process_batch",
+          "process_before_every_sampling", "before_hr", "post_sample", "postprocess_batch", "postprocess_image",
+          "postprocess_image_after_composite", "postprocess",
           "cfg_denoiser", "before_unet", "cfg_denoised", "cfg_after_cfg", "after_step")
 
 

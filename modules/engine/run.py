@@ -76,6 +76,9 @@ class _Batch:
 
     def run_pass(self, run: Pass, init, noise, gens, conds, width, height, image_cond=None, blend_mask=None):
         p = self.p
+        # A1111 passes its own conditioning objects as c/uc; ours is the StepConditioner (prompts and negatives)
+        self.hooks.fire("process_before_every_sampling", p, x=init if init is not None else noise, noise=noise,
+                        c=conds, uc=None)
         denoiser = Denoiser(self.model, conds, p.cfg_scale, width, height, self.hooks, p, image_cond)
         return sample(self.model, run, init, noise, gens, denoiser, self.hooks, state=self.state, p=p,
                       blend_mask=blend_mask, noise_seed=p.seeds[0] + self.opts.ensd, on_step=self.on_step)
@@ -162,7 +165,13 @@ class _Batch:
             args = PostprocessImageArgs(image)
             self.hooks.fire("postprocess_image", p, args)
             out.append(args.image)
-        return inpaint.composite(p, prepared, out) if prepared is not None else out
+        out = inpaint.composite(p, prepared, out) if prepared is not None else out
+        if self.hooks.has("postprocess_image_after_composite"):
+            for i, image in enumerate(out):
+                args = PostprocessImageArgs(image)
+                self.hooks.fire("postprocess_image_after_composite", p, args)
+                out[i] = args.image
+        return out
 
 
 def _resolve(p) -> None:
@@ -235,6 +244,8 @@ def process_images(p, networks: extra_networks.ExtraNetworkRegistry | None = Non
                         known = p.extra_network_data.setdefault(kind, [])
                         known.extend(e for e in entries if e not in known)
                 active = networks.activate(p, p.extra_network_data)
+                hooks.fire("after_extra_networks_activate", p, batch_number=n, prompts=p.prompts, seeds=p.seeds,
+                           subseeds=p.subseeds, extra_network_data=p.extra_network_data)
             hooks.fire("process_batch", p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
             with p.patches.applied(model):
                 batch_images = _Batch(p, networks).images(lo)

@@ -288,3 +288,19 @@ def test_overrides_are_never_written_into_the_settings_during_a_job(tmp_path, ti
     assert during == [1, 1] and rt.options.CLIP_stop_at_last_layers == 1
     rt.generate(GenerationParams(**{**p.to_dict(), "mode": "txt2img"}), restore_overrides=False)
     assert rt.options.CLIP_stop_at_last_layers == 3  # kept when asked, after the job
+
+
+def test_process_level_hooks_fire_in_a1111s_order(model):
+    order = []
+    points = ("before_process", "process", "before_process_batch", "after_extra_networks_activate", "process_batch",
+              "process_before_every_sampling", "before_hr", "post_sample", "postprocess_batch", "postprocess_image",
+              "postprocess_image_after_composite", "postprocess")
+
+    def setup(p):
+        for point in points:
+            p.hooks.add(point, lambda *a, _point=point, **kw: order.append(_point))
+    run(model, steps=2, enable_hr=True, hr_scale=1.5, setup=setup)
+    assert order == ["before_process", "process", "before_process_batch", "after_extra_networks_activate",
+                     "process_batch", "process_before_every_sampling", "before_hr", "process_before_every_sampling",
+                     "post_sample", "postprocess_batch", "postprocess_image", "postprocess_image_after_composite",
+                     "postprocess"]
