@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from modules import cmd_args, paths  # noqa: E402
+from modules import atomic_file, cmd_args, paths  # noqa: E402
 
 DEFAULT_TORCH_COMMAND = "pip install torch==2.13.0"
 OPEN_CLIP_PIN = "open-clip-torch==3.3.0"   # only for its BPE vocabulary file; installed without dependencies
@@ -86,7 +86,8 @@ def install_requirements(args) -> None:
             run([py, "-m", "pip", "install", "xformers"], "installing xformers")
         else:
             print("[launch] --xformers ignored: no CUDA device here", flush=True)
-    marker.write_text(fingerprint)
+    with atomic_file.replacing(marker, sync=False) as tmp:
+        tmp.write_text(fingerprint)
 
 
 def prepare_assets(p: paths.Paths) -> None:
