@@ -190,6 +190,8 @@ def _resolve(p) -> None:
         p.hr_scheduler = p.hr_schedule if p.hr_scheduler else None
     if p.denoising_strength is None and (p.is_img2img or p.enable_hr):
         p.denoising_strength = IMG2IMG_DENOISING_DEFAULT if p.is_img2img else HR_DENOISING_DEFAULT
+    if p.clip_skip:  # a p given its own clip skip (a script, a tool) wins over the setting
+        p.run_options.clip_skip = p.clip_skip
     p.clip_skip = p.run_options.clip_skip
     factor = p.sd_model.vae_scale_factor
     if p.width % factor or p.height % factor:
