@@ -51,6 +51,7 @@ def step_kwargs(scheduler, generators, knobs: dict | None) -> dict:
 
 
 def _sigma_of(scheduler) -> Callable[[object], float]:
+    """σ of a timestep from the training schedule (for schedulers that keep no sigma list: DDIM, PLMS, LCM)."""
     alphas = getattr(scheduler, "alphas_cumprod", None)
 
     def sigma(t) -> float:
@@ -92,8 +93,12 @@ def sample(model, run: Pass, latents_init, noise, generators, denoiser: Denoiser
     for i, t in enumerate(timesteps):
         if state is not None and (state.interrupted or state.skipped):
             break
-        info = StepInfo(i * total // n if run.strength is None else i * (total - 1) // n, total, t, sigma(t), run.name)
         x_in = scheduler.scale_model_input(latents, t)
+        index = getattr(scheduler, "step_index", None)  # k-diffusion-style schedulers know their exact sigma
+        sigma_now = float(scheduler.sigmas[index]) if index is not None and hasattr(scheduler, "sigmas") \
+            else sigma(t)
+        info = StepInfo(i * total // n if run.strength is None else i * (total - 1) // n, total, t, sigma_now,
+                        run.name)
         out = denoiser(x_in, info, i * schedule_steps // n)
         latents = scheduler.step(out, t, latents, return_dict=False, **kwargs)[0]
         if blend is not None:
