@@ -4,7 +4,7 @@ through the web UI's engine, against a plain diffusers StableDiffusionPipeline o
 Each side runs in a fresh process on 2 threads (fp32, DPM++ 2M / DPMSolverMultistep, CFG 7, batch 1):
 
 * ours: ModelManager.load of the single file + yaml (what the web UI does at start), then
-  modules.engine.processing.txt2img; the first image and the median of --reps more;
+  modules.processing.process; the first image and the median of --reps more;
 * diffusers: the same loaded components in a StableDiffusionPipeline (so only sampling is compared; its load time is
   not measured: diffusers cannot read this file offline without our loader's configs).
 
@@ -33,8 +33,7 @@ def run_side(side: str, ckpt: Path, reps: int, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from modules import devices
-    from modules.engine import processing
+    from modules import devices, processing
     from modules.engine.params import GenerationParams
     from modules.models.hashing import HashCache
     from modules.models.manager import ModelManager
@@ -50,9 +49,10 @@ def run_side(side: str, ckpt: Path, reps: int, threads: int) -> dict:
 
     if side == "ours":
         def generate(seed: int):
-            p = GenerationParams(prompt=PROMPT, steps=20, width=side_px, height=side_px, cfg_scale=7.0, seed=seed,
-                                 sampler_name="DPM++ 2M", do_not_save_samples=True, do_not_save_grid=True)
-            return processing.txt2img(model, p)
+            params = GenerationParams(prompt=PROMPT, steps=20, width=side_px, height=side_px, cfg_scale=7.0,
+                                      seed=seed, sampler_name="DPM++ 2M", do_not_save_samples=True,
+                                      do_not_save_grid=True)
+            return processing.process(model, params)
     else:
         from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 

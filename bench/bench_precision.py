@@ -36,8 +36,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     build_weights()
-    from modules import devices
-    from modules.engine import processing
+    from modules import devices, processing
     from modules.engine.params import GenerationParams
     from modules.models.hashing import HashCache
     from modules.models.manager import ModelManager

@@ -62,8 +62,8 @@ def run_side(side: str, steps: int, sizes: list[int]) -> dict:
 
     t0 = time.perf_counter()
     if side == "ours":
-        from modules import devices
-        from modules.engine import processing
+        from modules import devices, processing
+        from modules.engine.hooks import Hooks
         from modules.engine.params import GenerationParams
         from modules.models.hashing import HashCache
         from modules.models.manager import ModelManager
@@ -71,12 +71,13 @@ def run_side(side: str, steps: int, sizes: list[int]) -> dict:
         reg = ModelRegistry([CACHE], CACHE / "no-vae", HashCache(CACHE / "hashes.json"), hashing=False)
         mm = ModelManager(reg, devices.from_args(None), CACHE / "tok")
         model = mm.load(reg.find_checkpoint("sd15.safetensors"))
-        processing.HOOKS["on_step"].append(lambda p, i, x: step_times.append(time.perf_counter()))
+        hooks = Hooks()
+        hooks.add("after_step", lambda args: step_times.append(time.perf_counter()))
 
         def generate(size: int, seed: int):
-            p = GenerationParams(prompt=PROMPT, steps=steps, width=size, height=size, cfg_scale=7.0, seed=seed,
-                                 sampler_name="Euler")
-            processing.txt2img(model, p)
+            params = GenerationParams(prompt=PROMPT, steps=steps, width=size, height=size, cfg_scale=7.0, seed=seed,
+                                      sampler_name="Euler")
+            processing.process(model, params, hooks=hooks)
     else:
         from diffusers import StableDiffusionPipeline
         pipe = StableDiffusionPipeline.from_pretrained(str(CACHE / "diffusers"), local_files_only=True,
