@@ -88,14 +88,6 @@ def request_params(req, img2img: bool = False) -> GenerationParams:
     return from_values(values, "img2img" if img2img else "txt2img")
 
 
-def txt2img_params(req: m.Txt2ImgRequest) -> GenerationParams:
-    return request_params(req, img2img=False)
-
-
-def img2img_params(req: m.Img2ImgRequest) -> GenerationParams:
-    return request_params(req, img2img=True)
-
-
 KNOWN_SCRIPTS: dict[str, list[str]] = {}   # no selectable or always-on scripts yet (extensions bring them)
 
 
@@ -129,11 +121,11 @@ def create_router(rt, deps: list) -> APIRouter:
 
     @r.post("/txt2img", response_model=m.ImagesResponse)
     def txt2img(req: m.Txt2ImgRequest):
-        return _images_response(rt, req, txt2img_params(req))
+        return _images_response(rt, req, request_params(req))
 
     @r.post("/img2img", response_model=m.ImagesResponse)
     def img2img(req: m.Img2ImgRequest):
-        p = img2img_params(req)
+        p = request_params(req, img2img=True)
         return _images_response(rt, req, p, p.init_images if req.include_init_images else None)
 
     @r.get("/prompt-styles")
