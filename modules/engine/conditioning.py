@@ -8,6 +8,7 @@ Works for SD1 (CLIP-L), SD2 (OpenCLIP-H) and SDXL (both, penultimate layers, plu
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -129,7 +130,7 @@ class StepBatch:
     uncond_rows: list[int] | None
     cond_rows: list[list[tuple[int, float]]]
 
-    @property
+    @functools.cached_property  # the batch object is reused while the texts stay the same
     def image_of_row(self) -> list[int]:
         rows = [0] * self.context.shape[0]
         for b, parts in enumerate(self.cond_rows):
@@ -139,7 +140,7 @@ class StepBatch:
             rows[row] = b
         return rows
 
-    @property
+    @functools.cached_property
     def n_cond(self) -> int:
         return sum(len(parts) for parts in self.cond_rows)
 
