@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import gradio as gr
 
@@ -56,15 +57,21 @@ def build(rt) -> gr.Blocks:
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = settings_tab.build(rt)
 
+        switching = threading.Lock()
+
         def change_checkpoint(title):
-            message = ""
-            if title:
+            unchanged = ("", gr.update(), gr.update(), gr.update(), gr.update())
+            # Gradio's dropdown may fire `input` twice for one pick (and again on blur): one switch at a time, and
+            # picking the model in use neither loads it again nor resets the sizes the user typed since
+            with switching:
+                chosen = rt.registry.find_checkpoint(title) if title else None
+                model = rt.models.model
+                if not title or chosen is not None and model is not None and chosen.filename == model.info.filename:
+                    return unchanged
                 try:
                     rt.options.set("sd_model_checkpoint", title)
                 except Exception as exc:  # noqa: BLE001 - shown in the page; nothing else changes
-                    message = common.error_html(str(exc))
-            if message:
-                return message, gr.update(), gr.update(), gr.update(), gr.update()
+                    return (common.error_html(str(exc)),) + unchanged[1:]
             new = _native_size(rt)  # the size defaults follow the model
             return "", gr.update(value=new), gr.update(value=new), gr.update(value=new), gr.update(value=new)
 
