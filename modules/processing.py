@@ -161,11 +161,6 @@ class StableDiffusionProcessing:
             self.all_seeds = [seed + i for i in range(n)]
             self.all_subseeds = [subseed + i for i in range(n)]
 
-    def to_params(self) -> GenerationParams:
-        values = {f.name: copy.copy(getattr(self, f.name)) for f in FIELDS if f.name != "mask"}
-        values["mask"] = self.image_mask
-        return GenerationParams(**values, mode="img2img" if self.is_img2img else "txt2img")
-
 
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     is_img2img = False
@@ -253,7 +248,6 @@ class Processed:
         self.infotexts = infotexts or [info] * len(images_list)
         self.is_using_inpainting_conditioning = model is not None and model.unet.config.in_channels == 9
         self.seconds = 0.0
-        self.params = p.to_params()     # what ran, for saving and "send to"
         self.saved_paths: list[str] = []
 
     @property

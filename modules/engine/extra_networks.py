@@ -10,7 +10,6 @@ Nothing is dropped in silence.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from modules.engine.prompt_parser import strip_extra_networks
 
@@ -27,9 +26,6 @@ class ExtraNetworkParams:
     @property
     def named(self) -> dict[str, str]:
         return dict(i.split("=", 1) for i in self.items if "=" in i)
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, ExtraNetworkParams) and self.items == other.items
 
 
 def parse_prompt(prompt: str) -> tuple[str, dict[str, list[ExtraNetworkParams]]]:

@@ -34,8 +34,8 @@ def _schema_fields(p, index: int) -> dict:
 def _extra(p, index: int) -> dict:
     out = {}
     for key, value in p.extra_generation_params.items():
-        if callable(value):
-            value = value(locals())
+        if callable(value):  # A1111 calls these with its create_infotext's variables as keywords
+            value = value(p=p, index=index)
         elif isinstance(value, list):
             value = value[index] if index < len(value) else None
         out[key] = value

@@ -85,7 +85,7 @@ def sample(model, run: Pass, latents_init, noise, generators, denoiser: Denoiser
     sigma = _sigma_of(scheduler)
     # prompt editing: the step the prompt schedules are read at; multi-evaluation schedulers (Heun, DPM2) repeat
     # timesteps, so the index is scaled to steps
-    schedule_steps = (total - 1 if run.strength is not None else run.steps) if run.hires_rule else run.steps
+    schedule_steps = total - 1 if run.hires_rule else run.steps
     n = len(timesteps)
     if state is not None:
         state.sampling_steps, state.sampling_step = n, 0
