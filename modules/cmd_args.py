@@ -85,8 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     add("--exit", action="store_true", help="prepare the environment, then quit")
     add("--reinstall-torch", action="store_true")
     add("--reinstall-xformers", action="store_true")
-    add("--disable-all-extensions", action="store_true")
-    add("--disable-extra-extensions", action="store_true")
+    add("--disable-all-extensions", action="store_true", help="load no extension")
+    add("--disable-extra-extensions", action="store_true", help="load the built-in extensions only")
+    add("--safe-mode", action="store_true",
+        help="load no extension (settings unchanged; the Extensions tab still works to fix things)")
+    add("--reinstall-extensions", action="store_true", help="run every enabled extension's install.py again")
+    add("--extension-install-timeout", type=float, default=None, metavar="SECONDS",
+        help="stop an extension's install.py after this long (default 900, or $EXTENSION_INSTALL_TIMEOUT)")
+    add("--github-mirror", default=None, metavar="PREFIX",
+        help="fetch https://github.com/... as PREFIX + URL (git and downloads; or $GITHUB_MIRROR)")
     add("--freeze-settings", action="store_true")
     add("--theme", choices=["light", "dark"], default=None)
     add("--skip-load-model-at-start", action="store_true")
