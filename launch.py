@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Set-up and start: `python3 launch.py` makes ./venv, installs requirements (torch first, pinned), prepares the
-offline assets, makes sure a model is there, then serves the web UI. `python3 launch.py --run-tests` does the same
-set-up and runs the test suite instead. Standard library only until we are inside the venv.
+offline assets, runs the extensions' install.py (modules/extension_install.py), makes sure a model is there, then
+serves the web UI. `python3 launch.py --run-tests` does the same set-up and runs the test suite instead. Standard
+library only until we are inside the venv.
+
+Extensions' install.py files `import launch`: importing this file starts nothing, and A1111's helpers (run,
+run_pip, is_installed, args, git_tag, …) are re-exported from modules/launch_utils.py.
 """
 from __future__ import annotations
 
@@ -17,7 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from modules import atomic_file, cmd_args, paths  # noqa: E402
+from modules import atomic_file, cmd_args, extension_install, launch_utils, net_policy, paths  # noqa: E402
+from modules.launch_utils import (  # noqa: E402,F401 — A1111's `launch` surface for extensions' install.py
+    args, check_run_python, commit_hash, dir_repos, git, git_clone, git_pull_recursive, git_tag, index_url,
+    is_installed, list_extensions, python, repo_dir, run, run_extension_installer, run_pip,
+)
 
 DEFAULT_TORCH_COMMAND = "pip install torch==2.13.0"
 OPEN_CLIP_PIN = "open-clip-torch==3.3.0"   # only for its BPE vocabulary file; installed without dependencies
@@ -35,14 +43,6 @@ def venv_python() -> Path:
 
 def in_venv() -> bool:
     return Path(sys.prefix).resolve() == venv_dir().resolve()
-
-
-def run(cmd: list[str], what: str) -> None:
-    print(f"[launch] {what}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
-    result = subprocess.run(cmd)
-    if result.returncode != 0:
-        print(f"[launch] failed: {what} (exit code {result.returncode})", file=sys.stderr)
-        sys.exit(result.returncode)
 
 
 def ensure_venv_and_reexec(argv: list[str]) -> None:
@@ -65,6 +65,14 @@ def requirements_fingerprint(torch_command: str, args) -> str:
 
 def cuda_present() -> bool:
     return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia").exists()
+
+
+def install_extensions(args, p: paths.Paths, argv: list[str]) -> None:
+    """Each enabled user extension's install.py, when it changed since its last successful run (see the module)."""
+    try:
+        extension_install.install_from_args(args, p, argv)
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"[launch] extension installs skipped: {exc}", file=sys.stderr, flush=True)
 
 
 def install_requirements(args) -> None:
@@ -154,10 +162,19 @@ def run_tests() -> int:
 
 def main() -> None:
     argv = sys.argv[1:]
+    if "-h" not in argv and "--help" not in argv:
+        # Extensions' flags are known only once their preload.py ran, in the venv: here our own flags only.
+        first = cmd_args.parse_known(argv)
+        if not first.skip_prepare_environment:
+            ensure_venv_and_reexec(argv)
     try:
-        args = cmd_args.parse(argv)
+        args = cmd_args.parse(argv, preload=True)
+        net_policy.configure(args.github_mirror)
     except cmd_args.FlagError as exc:
         print(exc.code, file=sys.stderr)
+        sys.exit(2)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     if not args.skip_prepare_environment:
         ensure_venv_and_reexec(argv)
@@ -167,6 +184,8 @@ def main() -> None:
     prepare_assets(p)
     if args.run_tests:
         sys.exit(run_tests())
+    if not args.skip_prepare_environment and not args.skip_install:
+        install_extensions(args, p, argv)
     ensure_model(args, p)
     if args.exit:
         print("[launch] environment ready (--exit)")

@@ -11,13 +11,17 @@ import shlex
 import sys
 from typing import Sequence
 
+from modules import extension_preload   # stdlib only too
+
 
 class FlagError(SystemExit):
     """An unknown or malformed flag; carries the message printed to the user."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="launch.py", description="Stable Diffusion web UI", allow_abbrev=False)
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """Our flags only (extensions' preload.py add theirs on top: see parse(preload=True))."""
+    p = argparse.ArgumentParser(prog="launch.py", description="Stable Diffusion web UI", allow_abbrev=False,
+                                add_help=add_help)
     add = p.add_argument
 
     # network and auth
@@ -102,22 +106,45 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def known_flags() -> list[str]:
-    return sorted(o for a in _parser()._actions for o in a.option_strings if o.startswith("--"))
+_parser = build_parser
 
 
-def parse(argv: Sequence[str] | None = None, env: dict | None = None) -> argparse.Namespace:
+def known_flags(parser: argparse.ArgumentParser | None = None) -> list[str]:
+    parser = parser or build_parser()
+    return sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
+
+
+def parse_known(argv: Sequence[str] | None = None, env: dict | None = None) -> argparse.Namespace:
+    """Our flags from argv plus COMMANDLINE_ARGS, ignoring anything else (before extensions could add theirs)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv += shlex.split((os.environ if env is None else env).get("COMMANDLINE_ARGS", ""))
+    return build_parser(add_help=False).parse_known_args(argv)[0]
+
+
+def parse(argv: Sequence[str] | None = None, env: dict | None = None, preload: bool = False,
+          builtin_dir=None) -> argparse.Namespace:
     """Parse argv plus COMMANDLINE_ARGS (split like a shell line, appended as A1111 does).
 
     An unknown flag raises FlagError with the closest known flags, instead of argparse's generic message.
+    ``preload=True`` (the launcher in the venv, the server) first lets the extensions' preload.py add their flags
+    (modules/extension_preload.py); then an unknown flag is ignored with a warning when it belongs to an extension
+    that is off, or when it is not close to any known flag (most likely from an extension that was removed); one
+    that looks like a typo of a known flag is still an error.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if env is None else env
     argv += shlex.split(env.get("COMMANDLINE_ARGS", ""))
-    parser = _parser()
+    parser = build_parser()
+    foreign: dict[str, str] | None = None
+    if preload:
+        base = build_parser(add_help=False).parse_known_args(argv)[0]
+        foreign = extension_preload.apply(parser, base, builtin_dir)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        flags = known_flags()
+        flags = known_flags(parser)
+        if foreign is not None:
+            unknown = _ignore_extension_flags(unknown, foreign, flags)
+    if unknown:
         lines = []
         for item in unknown:
             name = item.split("=", 1)[0]
@@ -129,4 +156,31 @@ def parse(argv: Sequence[str] | None = None, env: dict | None = None) -> argpars
         args.port = 7861 if args.nowebui else 7860
     if args.nowebui:
         args.api = True
+    from modules.extension_manager import access_blocked  # A1111's flag, read by extensions; the Extensions tab's gate
+    args.disable_extension_access = access_blocked(args) is not None
     return args
+
+
+def _ignore_extension_flags(unknown: list[str], foreign: dict[str, str], flags: list[str]) -> list[str]:
+    """Drop (with a warning) the unknown flags of extensions that are off or gone, and the values after them;
+    return what is left to report as an error."""
+    left, skipping = [], False
+    for item in unknown:
+        if not item.startswith("-"):
+            if not skipping:
+                left.append(item)
+            continue
+        name = item.split("=", 1)[0]
+        owner = foreign.get(name)
+        if owner is not None:
+            print(f"[flags] ignoring {name}: it belongs to the extension {owner!r}, which is not loaded",
+                  file=sys.stderr, flush=True)
+            skipping = True
+        elif name.startswith("--") and not difflib.get_close_matches(name, flags, n=1, cutoff=0.6):
+            print(f"[flags] ignoring unknown flag {name} (no extension adds it; from one that was removed?)",
+                  file=sys.stderr, flush=True)
+            skipping = True
+        else:
+            left.append(item)
+            skipping = False
+    return left

@@ -35,6 +35,8 @@ extensions_builtin_dir: Path = Path()
 extensions: list["Extension"] = []
 loaded_extensions: dict[str, "Extension"] = {}   # canonical name → extension, of the last listing (A1111's name)
 skipped: list[str] = []                          # messages about folders left out of the last listing
+# Errors per canonical name for the life of the process: a new listing (Reload UI) keeps the preload and load errors.
+_errors: dict[str, dict[str, str]] = {}
 
 
 class Extension:
@@ -47,8 +49,9 @@ class Extension:
         self.enabled = enabled
         self.enabled_in_settings = enabled
         self.disabled_reason = ""
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, str] = _errors.setdefault(self.canonical_name, {})
         self.metadata = ExtensionMetadata(self.path, self.canonical_name, loaded)
+        self.errors.pop("metadata", None)   # read again just now
         for message in self.metadata.errors:
             self.report_error("metadata", message)
         self.status = ""
