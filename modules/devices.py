@@ -59,3 +59,70 @@ def torch_gc() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# --- A1111's module-level names, for extensions ----------------------------------------------------------------
+# `shared.bind` sets them from the runtime's DeviceConfig (`use`); before that they describe the CPU in fp32.
+cpu = torch.device("cpu")
+device = device_interrogate = device_gfpgan = device_esrgan = device_codeformer = cpu
+dtype = dtype_unet = dtype_inference = torch.float32
+dtype_vae = torch.float32
+unet_needs_upcast = False
+
+
+class NansException(Exception):
+    """A1111's error for a tensor of NaNs (raised by test_for_nans)."""
+
+
+def use(config: DeviceConfig) -> None:
+    """Make the module-level names describe the runtime's device and precisions."""
+    global device, device_interrogate, device_gfpgan, device_esrgan, device_codeformer, dtype, dtype_unet
+    global dtype_inference, dtype_vae
+    device = device_interrogate = device_gfpgan = device_esrgan = device_codeformer = config.device
+    dtype = dtype_unet = dtype_inference = config.dtype
+    dtype_vae = config.vae_dtype
+
+
+def get_optimal_device_name() -> str:
+    return str(device) if device.type != "cpu" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def get_optimal_device() -> torch.device:
+    return device
+
+
+def get_device_for(task: str) -> torch.device:
+    return device
+
+
+def get_cuda_device_string() -> str:
+    return str(device) if device.type == "cuda" else "cuda"
+
+
+def has_mps() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def autocast(disable: bool = False):
+    """A1111 wraps sampling in torch.autocast; our engine casts explicitly, so this changes nothing."""
+    import contextlib
+    return contextlib.nullcontext()
+
+
+def without_autocast(disable: bool = False):
+    import contextlib
+    return contextlib.nullcontext()
+
+
+def cond_cast_unet(tensor):
+    return tensor.to(dtype_unet) if tensor is not None and hasattr(tensor, "to") else tensor
+
+
+def cond_cast_float(tensor):
+    return tensor.float() if tensor is not None and hasattr(tensor, "float") else tensor
+
+
+def test_for_nans(x, where: str) -> None:
+    """A1111: raise NansException when `x` is all NaN (`where` is "unet" or "vae")."""
+    if bool(torch.isnan(x).all()):
+        raise NansException(f"A tensor with all NaNs was produced in {where}.")

@@ -1,12 +1,18 @@
 """Where things live, derived once from the flags (A1111's folder names).
 
-Standard library only (used by launch.py before the venv exists).
+Standard library only (used by launch.py before the venv exists). Also A1111's module-level names for extensions
+(`script_path`, `data_path`, `models_path`, `extensions_dir`, `paths`, …), set to the runtime's folders by `adopt`.
 """
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+
+from modules import paths_internal
+from modules.paths_internal import (  # noqa: F401 (A1111 names)
+    config_states_dir, cwd, data_path, default_output_dir, extensions_builtin_dir, extensions_dir, models_path,
+    modules_path, script_path, sd_configs_path, sd_path)
 
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
 # The bundled demo model (issue 3: trained by tools/train_demo_model.py) and its Canny ControlNet. The demo model is
@@ -69,3 +75,17 @@ def from_args(args: argparse.Namespace) -> Paths:
         styles_file=opt("styles_file", data / "styles.csv"),
         cache=data / "cache",
     )
+
+
+# A1111's table of the repositories it runs from; ours has only the program itself.
+paths: dict[str, str] = {"Stable Diffusion": sd_path}
+
+
+def adopt(p: Paths) -> None:
+    """Point A1111's module-level names (here and in paths_internal) at the runtime's folders. Called by
+    shared.bind, before any extension script is loaded."""
+    values = {"data_path": str(p.data), "models_path": str(p.models), "extensions_dir": str(p.extensions),
+              "default_output_dir": str(p.outputs)}
+    for name, value in values.items():
+        setattr(paths_internal, name, value)
+        globals()[name] = value
