@@ -20,6 +20,8 @@ def create_app(args):
     from modules.runtime import Runtime
 
     rt = Runtime(args)
+    from modules import extension_host
+    extension_host.start(rt)   # extensions' scripts and settings exist before the API and the page are built
     app = FastAPI(title="Stable Diffusion web UI API", docs_url="/docs", openapi_url="/openapi.json")
     app.state.runtime = rt
     if args.cors_allow_origins or args.cors_allow_origins_regex:
@@ -29,7 +31,10 @@ def create_app(args):
     if args.api:
         from modules.api import routes
         routes.mount(app, rt)
-    if not args.nowebui:
+    demo = None
+    if args.nowebui:
+        extension_host.build_api_defaults()
+    else:
         import gradio as gr
 
         from modules.ui import app as ui_app
@@ -44,6 +49,7 @@ def create_app(args):
                             head=localization_ui.head(args.subpath),
                             allowed_paths=[str(rt.paths.outputs)], footer_links=["api"] if args.api else [],
                             server_name=_host(args), server_port=args.port)
+    extension_host.app_started(demo, app)
     return app, rt
 
 

@@ -25,6 +25,26 @@ def generate(rt, payload: dict, state) -> processing.Processed:
     ctx = processing.RunContext(model, state, rt.run_options(params, view), rt.hooks, rt.extra_networks, rt.styles)
     with processing.current_run(ctx):
         p = processing.from_params(params)
+        p.is_api = bool(payload.get("is_api"))
+        script_args = payload.get("script_args")
+        if script_args is None:
+            return processing.process_images(p)
+        from modules import scripts
+        runner = scripts.runner_for(params.mode == "img2img")
+        p.scripts = runner
+        p.script_args = list(script_args)
+        if script_args and script_args[0]:
+            saved: list[str] = []
+            ctx.save_processed = lambda p_, processed: saved.extend(rt.save_images(processed, payload))
+            payload["saved_during_job"] = saved
+            # a selectable script (the Script dropdown, or the API's script_name) drives the job; A1111's UI falls
+            # back to a plain run when run() returns None, its API has no such fallback
+            processed = runner.run(p, *p.script_args)
+            if processed is not None:
+                return processed
+            if p.is_api:
+                raise RuntimeError(f"script {runner.selectable_scripts[script_args[0] - 1].title()!r} returned "
+                                   "nothing")
         return processing.process_images(p)
 
 

@@ -39,6 +39,9 @@ class RunContext:
     hooks: Hooks = field(default_factory=Hooks)
     extra_networks: extra_networks.ExtraNetworkRegistry = field(default_factory=extra_networks.ExtraNetworkRegistry)
     prompt_styles: Any = None       # the style database (styles.csv): setup_prompts applies p.styles from it
+    # a job driven by a selectable script saves what each process_images call makes (A1111 saves inside
+    # process_images, so a script's tiles with do_not_save_samples stay unsaved and its own saves are not doubled)
+    save_processed: Any = None      # fn(p, processed) or None
 
 
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("current_run", default=None)
@@ -76,6 +79,9 @@ class StableDiffusionProcessing:
         unknown = [k for k in kwargs if k not in BY_NAME and k not in _A1111_EXTRAS and k != "image_mask"]
         if unknown:
             raise TypeError(f"{type(self).__name__} got unexpected keyword argument {unknown[0]!r}")
+        self._scripts = self._script_args = None
+        self.scripts_setup_complete = False
+        self._constructed = False
         for name, default in _A1111_EXTRAS.items():
             setattr(self, name, kwargs.pop(name, copy.copy(default)))
         blur_given = self.mask_blur_x is not None or self.mask_blur_y is not None
@@ -90,7 +96,8 @@ class StableDiffusionProcessing:
         self.comments = self.comments or {}
         self.override_settings = dict(self.override_settings or {})
         self.styles = list(self.styles or [])
-        self.script_args = list(self.script_args or [])
+        if self.script_args is not None:
+            self.script_args = list(self.script_args)
         # computed while running (A1111's names)
         self.all_prompts: list[str] | None = None
         self.all_negative_prompts: list[str] | None = None
@@ -123,6 +130,36 @@ class StableDiffusionProcessing:
         self.extra_networks = ctx.extra_networks if ctx else extra_networks.ExtraNetworkRegistry()
         self.prompt_styles = ctx.prompt_styles if ctx else None
         self.patches = PatchSet()
+        self._constructed = True
+        self._maybe_setup_scripts()
+
+    # --- scripts (modules.scripts): setup() runs once both the runner and its arguments are known (A1111) -------
+    @property
+    def scripts(self):
+        return self._scripts
+
+    @scripts.setter
+    def scripts(self, value):
+        self._scripts = value
+        self._maybe_setup_scripts()
+
+    @property
+    def script_args(self):
+        return self._script_args
+
+    @script_args.setter
+    def script_args(self, value):
+        self._script_args = value
+        self._maybe_setup_scripts()
+
+    def _maybe_setup_scripts(self) -> None:
+        if self._constructed and self._scripts is not None and self._script_args is not None and \
+                not self.scripts_setup_complete:
+            self.setup_scripts()
+
+    def setup_scripts(self) -> None:
+        self.scripts_setup_complete = True
+        self._scripts.setup_scrips(self, is_ui=not self.is_api)
 
     # --- A1111's helpers ------------------------------------------------------------------------------------------
     @property
@@ -310,6 +347,11 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
         if ctx is None or ctx.sd_model is None:
             raise RuntimeError("process_images: no model loaded")
         p.sd_model = ctx.sd_model
+    if p.scripts is not None:
+        from modules import scripts
+        scripts.attach(p)
+    if p.script_args is None:
+        p.script_args = []
     p.hooks.fire("before_process", p)
     p.setup_prompts()
     p.hooks.fire("process", p)
@@ -317,6 +359,9 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     processed = Processed(p, images, p.all_seeds[0], texts[0] if texts else "", p.all_subseeds[0],
                           infotexts=texts)
     processed.seconds = seconds
+    ctx = _current.get()
+    if ctx is not None and ctx.save_processed is not None and not p.do_not_save_samples:
+        ctx.save_processed(p, processed)
     p.hooks.fire("postprocess", p, processed)
     return processed
 

@@ -112,12 +112,14 @@ class Runtime:
 
     # --- generation ----------------------------------------------------------------------------------------------
     def generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None,
-                 restore_overrides: bool = True) -> processing.Processed:
+                 restore_overrides: bool = True, script_args: list | None = None,
+                 is_api: bool = False) -> processing.Processed:
         """txt2img or img2img (p.init_images set), run on the job queue; the UI and the API both call this."""
-        return self.submit_generate(p, save, job_id, restore_overrides).wait()
+        return self.submit_generate(p, save, job_id, restore_overrides, script_args, is_api).wait()
 
     def submit_generate(self, p: GenerationParams, save: bool | None = None, job_id: str | None = None,
-                        restore_overrides: bool = True) -> QueuedJob:
+                        restore_overrides: bool = True, script_args: list | None = None,
+                        is_api: bool = False) -> QueuedJob:
         """Like generate, without waiting: the UI follows the job's progress and keeps its id, so that a reloaded
         page finds the job (running, queued, or finished and kept by the queue) again. Bad input (an unknown sampler,
         a bad override) is a ParamError / OptionError here, before anything is queued."""
@@ -134,30 +136,43 @@ class Runtime:
             raise ParamError(name, message) from None
         for key, value in p.override_settings.items():
             self.options.validate(key, value)
-        payload = {"params": payload_codec.to_payload(p), "save": save, "restore_overrides": restore_overrides}
+        # script_args: the extension scripts' argument vector (modules.scripts; [0] picks a selectable script). Its
+        # values are whatever the scripts' controls hold (images too), so a job with scripts runs in this process.
+        payload = {"params": payload_codec.to_payload(p), "save": save, "restore_overrides": restore_overrides,
+                   "script_args": list(script_args) if script_args is not None else None, "is_api": is_api}
         return self.queue.submit(p.mode, payload, job_id)
 
     def finish_generation(self, result: processing.Processed, payload: dict) -> None:
         """After the engine returned: save the images (with the request's overrides in effect), remember the
         infotext in params.txt, and keep the overrides when the request asked for that."""
         params = payload["params"]
-        view = self.options_view(params.get("override_settings") or {})
-        save = payload.get("save")
-        should_save = (view.samples_save and not params.get("do_not_save_samples")) if save is None else save
-        if should_save:
-            outdir = view.outdir_img2img_samples if params.get("mode") == "img2img" else view.outdir_txt2img_samples
-            base = Path(view.outdir_samples or outdir)
-            base = base if base.is_absolute() else self.paths.data / base
-            for image, seed, prompt, text in zip(result.images, result.seeds, result.all_prompts,
-                                                 result.infotexts):
-                info = text if view.enable_pnginfo else None
-                result.saved_paths.append(str(images.save_image(image, base, seed, prompt, info,
-                                                                date_dirs=view.save_to_dirs)))
+        if "saved_during_job" in payload:   # a selectable script ran: its process_images calls saved already
+            result.saved_paths = list(payload["saved_during_job"])
+        else:
+            result.saved_paths.extend(self.save_images(result, payload))
         if result.infotexts:
             self._remember_infotext(result.infotexts[0])
         if not payload.get("restore_overrides", True):
             for key, value in (params.get("override_settings") or {}).items():
                 self.options.set(key, value)
+
+    def save_images(self, result: processing.Processed, payload: dict) -> list[str]:
+        """Saves a result's images as the request asks (the UI: the samples_save setting unless the params say
+        do_not_save_samples; the API: its save_images flag), under the request's overrides. Returns the paths."""
+        params = payload["params"]
+        view = self.options_view(params.get("override_settings") or {})
+        save = payload.get("save")
+        should_save = (view.samples_save and not params.get("do_not_save_samples")) if save is None else save
+        if not should_save:
+            return []
+        outdir = view.outdir_img2img_samples if params.get("mode") == "img2img" else view.outdir_txt2img_samples
+        base = Path(view.outdir_samples or outdir)
+        base = base if base.is_absolute() else self.paths.data / base
+        paths = []
+        for image, seed, prompt, text in zip(result.images, result.seeds, result.all_prompts, result.infotexts):
+            info = text if view.enable_pnginfo else None
+            paths.append(str(images.save_image(image, base, seed, prompt, info, date_dirs=view.save_to_dirs)))
+        return paths
 
     def options_view(self, overrides: dict) -> "OptionsView":
         return OptionsView(self.options, overrides)

@@ -15,7 +15,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from modules.engine.hooks import AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams  # noqa: F401 (A1111 names)
+from modules.engine.hooks import (AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams,  # noqa: F401
+                                  ExtraNoiseParams)
 
 log = logging.getLogger("sd.extensions")
 
@@ -26,13 +27,6 @@ class ImageSaveParams:
     p: Any              # the run state, or None
     filename: str       # the target file name; may be changed
     pnginfo: dict       # text chunks ("parameters": infotext); may be changed
-
-
-@dataclass
-class ExtraNoiseParams:
-    noise: Any
-    x: Any
-    xi: Any
 
 
 @dataclass
@@ -128,7 +122,7 @@ def report_exception(cb: ScriptCallback, category: str) -> None:
     log.error("Error executing callback %s (%s):\n%s", cb.name, category, text)
     ext = _extension_of(cb.script)
     if ext is not None:
-        ext.errors["callback"] = f"{cb.name}: {text}"
+        ext.report_error("callback", f"{cb.name}: {text}")
 
 
 def _fire(category: str, *args, **kwargs) -> list:
@@ -355,9 +349,9 @@ def remove_callbacks_for_function(callback_func) -> None:
 
 # --- the engine's hook points feed the CFG callbacks -----------------------------------------------------------
 def attach_to_job(hooks) -> None:
-    """Adds the CFG callbacks to one job's hooks, only for categories that have callbacks (the engine builds A1111's
+    """Adds the CFG and extra-noise callbacks to one job's hooks, only for categories that have callbacks (the engine builds A1111's
     parameter objects only when a hook asks for them)."""
     for category, fire in (("cfg_denoiser", cfg_denoiser_callback), ("cfg_denoised", cfg_denoised_callback),
-                           ("cfg_after_cfg", cfg_after_cfg_callback)):
+                           ("cfg_after_cfg", cfg_after_cfg_callback), ("extra_noise", extra_noise_callback)):
         if has(category):
             hooks.add(category, fire)

@@ -12,7 +12,8 @@ import logging
 
 from pydantic import BaseModel
 
-from modules.api import models as m, routes_misc
+from modules import scripts
+from modules.api import models as m, routes_misc, routes_scripts
 from modules.api.common import decode_image, encode_png, error_response as _error
 from modules.engine import run as engine_run, samplers
 from modules.engine.params import FIELDS, IMAGE_FIELDS, GenerationParams, ParamError, from_values
@@ -88,24 +89,14 @@ def request_params(req, img2img: bool = False) -> GenerationParams:
     return from_values(values, "img2img" if img2img else "txt2img")
 
 
-KNOWN_SCRIPTS: dict[str, list[str]] = {}   # no selectable or always-on scripts yet (extensions bring them)
-
-
-def _check_scripts(req) -> None:
-    if req.script_name:
-        raise ParamError("script_name", f"unknown script {req.script_name!r}; available: {list(KNOWN_SCRIPTS)}")
-    unknown = [name for name in (req.alwayson_scripts or {}) if name.lower() not in KNOWN_SCRIPTS]
-    if unknown:
-        raise ParamError("alwayson_scripts", f"unknown always-on script(s) {unknown}; available: "
-                                             f"{list(KNOWN_SCRIPTS)}")
-
-
 def _images_response(rt, req, p: GenerationParams, include: list | None = None):
-    _check_scripts(req)
+    runner = scripts.runner_for(bool(p.init_images))
+    script_args = scripts.api_script_args(runner, req.script_name, req.script_args, req.alwayson_scripts)
     # the runtime checks the sampler and the overrides before queueing (a 422), and keeps the overrides afterwards
     # when the request asks for it
     result = rt.generate(p, save=req.save_images and not req.do_not_save_samples, job_id=req.force_task_id,
-                         restore_overrides=req.override_settings_restore_afterwards)
+                         restore_overrides=req.override_settings_restore_afterwards, script_args=script_args,
+                         is_api=True)
     images = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)] if req.send_images else []
     if include:
         images += [encode_png(img, None) for img in include]
@@ -214,6 +205,7 @@ def mount(app: FastAPI, rt) -> None:
     deps = [Depends(dep)] if (dep := _auth_dependency(rt.args.api_auth)) else []
     app.include_router(create_router(rt, deps))
     app.include_router(routes_misc.create_router(rt, deps))
+    app.include_router(routes_scripts.create_router(rt, deps))
     app.include_router(create_internal_router(rt))
     if rt.args.api_log:
         @app.middleware("http")

@@ -130,7 +130,7 @@ def create_router(rt, deps) -> APIRouter:
             cuda = {"error": "unavailable: no CUDA device"}
         return {"ram": ram, "cuda": cuda}
 
-    for path in ("face-restorers", "realesrgan-models", "hypernetworks", "script-info", "extensions"):
+    for path in ("face-restorers", "realesrgan-models", "hypernetworks"):
         r.add_api_route(f"/{path}", lambda: [], methods=["GET"])
 
     @r.get("/embeddings")
@@ -148,10 +148,6 @@ def create_router(rt, deps) -> APIRouter:
         found = sorted(f for f in folder.rglob("*") if f.suffix.lower() in (".safetensors", ".pt", ".ckpt")) \
             if folder.is_dir() else []
         return [{"name": f.stem, "alias": f.stem, "path": str(f), "metadata": {}} for f in found]
-
-    @r.get("/scripts")
-    def scripts():
-        return {"txt2img": [], "img2img": []}
 
     if rt.args.api_server_stop:
         def stop(code: int):

@@ -17,6 +17,9 @@ Process level (A1111's Script method order; `p` is the run state, modules.proces
     before_hr(p)                                txt2img: first pass upscaled, hires. fix pass about to sample
     post_sample(p, args: PostSampleArgs)        latents before VAE decode; replace args.samples
     postprocess_batch(p, images, batch_number)  decoded images, float tensor B×C×H×W in 0..1, edit in place
+    postprocess_batch_list(p, args: PostprocessBatchListArgs, batch_number)  the same as a list of C×H×W tensors;
+                                                may add or remove images (then fix p.prompts, p.seeds, ...)
+    postprocess_maskoverlay(p, args: PostProcessMaskOverlayArgs)  img2img with a mask, per image, before composite
     postprocess_image(p, args: PostprocessImageArgs)   per image (PIL); replace args.image
     postprocess_image_after_composite(p, args)  per image, after inpainting's paste-back into the original
     postprocess(p, processed)                   after all batches, with the Processed result
@@ -26,6 +29,9 @@ Denoiser level (every sampling step; see modules/engine/denoiser.py for the batc
     cfg_denoised(params: CFGDenoisedParams)     after the UNet call (A1111's on_cfg_denoised); edit x in place
     cfg_after_cfg(params: AfterCFGCallbackParams)   after the CFG combine (A1111's on_cfg_after_cfg); x read back
     after_step(args: AfterStepArgs)             after the scheduler step; return new latents, or None to keep them
+    mask_blend(p, args: MaskBlendArgs)          inpainting: the blend of the step's latents with the known region
+                                                (after every step, and once more final); replace blended_latent
+    extra_noise(params: ExtraNoiseParams)       img2img/hires with the extra-noise setting, before it is added
 """
 from __future__ import annotations
 
@@ -35,9 +41,9 @@ from typing import Any, Callable
 import torch
 
 POINTS = ("before_process", "process", "before_process_batch", "after_extra_networks_activate", "process_batch",
-          "process_before_every_sampling", "before_hr", "post_sample", "postprocess_batch", "postprocess_image",
-          "postprocess_image_after_composite", "postprocess",
-          "cfg_denoiser", "before_unet", "cfg_denoised", "cfg_after_cfg", "after_step")
+          "process_before_every_sampling", "before_hr", "post_sample", "postprocess_batch", "postprocess_batch_list",
+          "postprocess_maskoverlay", "postprocess_image", "postprocess_image_after_composite", "postprocess",
+          "cfg_denoiser", "before_unet", "cfg_denoised", "cfg_after_cfg", "after_step", "mask_blend", "extra_noise")
 
 
 class Hooks:
@@ -185,3 +191,33 @@ class PostSampleArgs:
 @dataclass
 class PostprocessImageArgs:
     image: Any
+
+
+@dataclass
+class PostprocessBatchListArgs:
+    images: list                    # C×H×W float tensors in 0..1
+
+
+@dataclass
+class PostProcessMaskOverlayArgs:
+    index: int
+    mask_for_overlay: Any
+    overlay_image: Any
+
+
+class MaskBlendArgs:
+    """A1111's: `mask` keeps the original (1 = keep), `nmask` = 1 − mask is the region being generated;
+    blended_latent = init_latent·mask + current_latent·nmask. `denoiser`/`sigma` are None for the final blend."""
+
+    def __init__(self, current_latent, nmask, init_latent, mask, blended_latent, denoiser=None, sigma=None):
+        self.current_latent, self.nmask, self.init_latent = current_latent, nmask, init_latent
+        self.mask, self.blended_latent = mask, blended_latent
+        self.denoiser, self.sigma = denoiser, sigma
+        self.is_final_blend = denoiser is None
+
+
+@dataclass
+class ExtraNoiseParams:
+    noise: torch.Tensor
+    x: torch.Tensor
+    xi: torch.Tensor

@@ -19,7 +19,8 @@ from PIL import Image
 from modules.engine import extra_networks, infotext_fields, inpaint, latent_preview, rng, samplers
 from modules.engine.conditioning import StepConditioner
 from modules.engine.denoiser import Denoiser
-from modules.engine.hooks import PostprocessImageArgs, PostSampleArgs
+from modules.engine.hooks import (PostprocessBatchListArgs, PostprocessImageArgs, PostProcessMaskOverlayArgs,
+                                  PostSampleArgs)
 from modules.engine.params import HR_DENOISING_DEFAULT, IMG2IMG_DENOISING_DEFAULT, ParamError, hr_size
 from modules.engine.patches import PatchSet
 from modules.engine.sampling import STEP_KNOBS, Pass, sample
@@ -41,6 +42,7 @@ class RunOptions:
     randn_source: str = "CPU"
     preview_every: int = 0           # live preview every N steps; 0 = off
     use_old_scheduling: bool = False
+    extra_noise: float = 0.0         # A1111's img2img_extra_noise: more noise after img2img/hires noising
 
 
 def _stopped(state) -> bool:
@@ -82,6 +84,12 @@ class _Batch:
         denoiser = Denoiser(self.model, conds, p.cfg_scale, width, height, self.hooks, p, image_cond)
         return sample(self.model, run, init, noise, gens, denoiser, self.hooks, state=self.state, p=p,
                       blend_mask=blend_mask, noise_seed=p.seeds[0] + self.opts.ensd, on_step=self.on_step)
+
+    def extra_noise(self) -> float:
+        amount = self.opts.extra_noise
+        if amount > 0:
+            self.p.extra_generation_params["Extra noise"] = amount
+        return amount
 
     def knobs(self) -> dict:
         return {k: getattr(self.p, k, None) for k in STEP_KNOBS}
@@ -126,7 +134,7 @@ class _Batch:
         if self.state is not None:
             self.state.textinfo = "Hires. fix"
         run = Pass(p.hr_sampler, p.hr_schedule, steps, "hires", strength=p.denoising_strength,
-                   knobs=self.knobs(), hires_rule=True)
+                   knobs=self.knobs(), hires_rule=True, extra_noise=self.extra_noise())
         return self.run_pass(run, init, noise, gens, conds, width, height, image_cond)
 
     # --- img2img ------------------------------------------------------------------------------------------------
@@ -140,7 +148,7 @@ class _Batch:
             return None, prepared
         conds = self.conds(p.prompts, p.negative_prompts, p.steps)
         run = Pass(p.sampler, p.schedule, p.steps, strength=p.denoising_strength,
-                   noise_multiplier=p.initial_noise_multiplier, knobs=self.knobs())
+                   noise_multiplier=p.initial_noise_multiplier, knobs=self.knobs(), extra_noise=self.extra_noise())
         latents = self.run_pass(run, prepared.latents, noise, gens, conds, p.width, p.height, prepared.image_cond,
                                 prepared.blend_mask)
         return latents, prepared
@@ -159,12 +167,21 @@ class _Batch:
         self.hooks.fire("post_sample", p, post)
         decoded = decode_to_tensor(self.model, post.samples)
         self.hooks.fire("postprocess_batch", p, decoded, batch_number=p.iteration)
+        if self.hooks.has("postprocess_batch_list"):
+            listed = PostprocessBatchListArgs(list(decoded))
+            self.hooks.fire("postprocess_batch_list", p, listed, batch_number=p.iteration)
+            decoded = torch.stack(listed.images) if listed.images else decoded[:0]
         images = tensor_to_images(decoded)
         out = []
         for image in images:
             args = PostprocessImageArgs(image)
             self.hooks.fire("postprocess_image", p, args)
             out.append(args.image)
+        if prepared is not None and prepared.work_mask is not None and self.hooks.has("postprocess_maskoverlay"):
+            for i, image in enumerate(out):
+                self.hooks.fire("postprocess_maskoverlay", p, PostProcessMaskOverlayArgs(i, prepared.work_mask,
+                                                                                      prepared.originals[i % len(
+                                                                                          prepared.originals)]))
         out = inpaint.composite(p, prepared, out) if prepared is not None else out
         if self.hooks.has("postprocess_image_after_composite"):
             for i, image in enumerate(out):
@@ -257,5 +274,5 @@ def process_images(p, networks: extra_networks.ExtraNetworkRegistry | None = Non
             p.patches = base_patches
         for j, image in enumerate(batch_images):
             images.append(image)
-            texts.append(infotext_fields.create(p, lo + j, info))
+            texts.append(infotext_fields.create(p, min(lo + j, len(p.all_prompts) - 1), info))
     return images, texts, time.perf_counter() - t0

@@ -14,7 +14,7 @@ import torch
 
 from modules.engine import samplers
 from modules.engine.denoiser import Denoiser
-from modules.engine.hooks import AfterStepArgs, Hooks, StepInfo
+from modules.engine.hooks import AfterStepArgs, ExtraNoiseParams, Hooks, MaskBlendArgs, StepInfo
 
 STEP_KNOBS = ("eta", "s_churn", "s_tmin", "s_tmax", "s_noise")
 
@@ -39,6 +39,7 @@ class Pass:
     noise_multiplier: float = 1.0
     knobs: dict | None = None           # eta, s_churn, ... as given (None values are left out)
     hires_rule: bool = False            # prompt editing counts this pass's own steps from 0 (A1111's hires rule)
+    extra_noise: float = 0.0            # img2img/hires: A1111's img2img_extra_noise multiplier
 
 
 def step_kwargs(scheduler, generators, knobs: dict | None) -> dict:
@@ -79,6 +80,10 @@ def sample(model, run: Pass, latents_init, noise, generators, denoiser: Denoiser
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start)
         latents = scheduler.add_noise(latents_init, noise * run.noise_multiplier, timesteps[:1])
+        if run.extra_noise > 0:
+            extra = ExtraNoiseParams(noise, latents_init, latents)
+            hooks.fire("extra_noise", extra)
+            latents = extra.xi + extra.noise * run.extra_noise
         total = run_steps + 1  # A1111's sampling_steps for img2img and the hires pass: t_enc + 1
     blend = Blend(latents_init, noise, blend_mask) if blend_mask is not None else None
     kwargs = step_kwargs(scheduler, generators, run.knobs)
@@ -90,6 +95,7 @@ def sample(model, run: Pass, latents_init, noise, generators, denoiser: Denoiser
     if state is not None:
         state.sampling_steps, state.sampling_step = n, 0
     after_step = hooks.get("after_step")
+    mask_blend = hooks.get("mask_blend")
     for i, t in enumerate(timesteps):
         if state is not None and (state.interrupted or state.skipped):
             break
@@ -104,7 +110,15 @@ def sample(model, run: Pass, latents_init, noise, generators, denoiser: Denoiser
         if blend is not None:
             known = scheduler.add_noise(blend.init_latent, blend.noise, timesteps[i + 1:i + 2]) if i + 1 < n \
                 else blend.init_latent
-            latents = blend.mask * latents + (1 - blend.mask) * known
+            blended = blend.mask * latents + (1 - blend.mask) * known
+            if mask_blend:
+                final = i + 1 >= n
+                args = MaskBlendArgs(latents, blend.mask, known, 1 - blend.mask, blended,
+                                     None if final else denoiser, None if final else sigma_now)
+                for fn in mask_blend:
+                    fn(p, args)
+                blended = args.blended_latent
+            latents = blended
         if state is not None:
             state.sampling_step = i + 1
         if on_step is not None:

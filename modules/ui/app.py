@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 import gradio as gr
 
+from modules import script_callbacks
 from modules.models.loader import native_resolution
 from modules.models.manager import NO_MODEL_MESSAGE
 from modules.ui import common, extras_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab
+from modules.ui import extensions_tab
 from modules.ui import localization_ui, quicksettings
 
 log = logging.getLogger("sd.ui")
@@ -17,7 +20,7 @@ CSS = """
 .sd-error { color: #b91c1c; background: #fee2e2; border: 1px solid #fca5a5; padding: 8px; border-radius: 6px; }
 #no_model_banner { color: #92400e; background: #fef3c7; padding: 8px; border-radius: 6px; }
 .token-counter { text-align: right; font-size: 0.8em; opacity: 0.7; margin-top: -8px; }
-"""
+""" + extensions_tab.CSS
 
 # Ctrl+Enter generates in the visible tab, as in A1111.
 JS = """
@@ -34,6 +37,9 @@ JS = """
 
 def build(rt) -> gr.Blocks:
     size = _native_size(rt)
+    from modules import extension_host
+    script_callbacks.before_ui_callback()
+    extension_tabs = extension_host.ui_tabs()   # built as their own Blocks first, rendered as tabs below (A1111)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         with gr.Row(elem_id="quicksettings"):
             checkpoint = gr.Dropdown(rt.registry.titles(), value=_current_title(rt), label="Stable Diffusion checkpoint",
@@ -45,15 +51,18 @@ def build(rt) -> gr.Blocks:
         status = gr.HTML(elem_id="checkpoint_status")
         localization_errors = localization_ui.errors_box(rt)
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"), common.scripts_tab(False):
                 t2i = txt2img_tab.build(rt, size)
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"), common.scripts_tab(True):
                 i2i = img2img_tab.build(rt, size)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 ext = extras_tab.build(rt)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo_tab.build()
             merger_tab.build_tab(rt, checkpoint)  # its own gr.Tab "Checkpoint Merger" (id modelmerger)
+            for blocks, title, elem_id in extension_tabs:
+                _render_extension_tab(blocks, title, elem_id)
+            extensions_tab.build_tab(rt)  # its own gr.Tab "Extensions" (id extensions)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = settings_tab.build(rt)
 
@@ -116,6 +125,15 @@ def build(rt) -> gr.Blocks:
                                 [*i2i_fields, i2i["editor"], tabs, i2i["mode_tabs"], i2i["mode"]])
         png["to_extras"].click(lambda img: (img, gr.Tabs(selected="extras")), png["image"], [ext["image"], tabs])
     return demo
+
+
+def _render_extension_tab(blocks, title: str, elem_id: str | None) -> None:
+    tab_id = elem_id or re.sub(r"[^a-z0-9_]", "_", str(title).lower())
+    try:
+        with gr.Tab(str(title), id=tab_id, elem_id=f"tab_{tab_id}"):
+            blocks.render()
+    except Exception:  # noqa: BLE001 - an extension's tab must not take the page down
+        log.exception("extension tab %r could not be shown", title)
 
 
 def _vae_choices(rt) -> list[str]:

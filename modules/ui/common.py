@@ -6,11 +6,13 @@ the API and the infotext cannot disagree about them.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 
 import gradio as gr
 
+from modules import scripts
 from modules.engine import samplers
 from modules.engine.params import BY_NAME
 from modules.engine.prompt_chunks import token_count
@@ -216,3 +218,31 @@ def paste_fields(rt, text: str, fields: list[str], index_choices: dict | None = 
         if choices and isinstance(value, (int, bool)) and 0 <= int(value) < len(choices):
             updates[i] = gr.update(value=choices[int(value)])
     return updates
+
+
+@contextlib.contextmanager
+def scripts_tab(is_img2img: bool):
+    """While a generation tab is built, its script runner sees every component created (A1111's
+    before_component/after_component: extensions capture txt2img_width, txt2img_prompt, ... this way)."""
+    previous = scripts.scripts_current
+    scripts.scripts_current = scripts.runner_for(is_img2img)
+    try:
+        yield scripts.scripts_current
+    finally:
+        scripts.scripts_current = previous
+
+
+def script_area(is_img2img: bool) -> list:
+    """The always-on scripts' controls, then the Script dropdown with the selectable scripts' controls. Returns the
+    inputs in the order of the scripts' argument vector (the dropdown, an index, first)."""
+    tab = "img2img" if is_img2img else "txt2img"
+    with gr.Column(elem_id=f"{tab}_script_container"):
+        return scripts.runner_for(is_img2img).setup_ui()
+
+
+def split_script_values(fields: list[str], values: list) -> tuple[list, list]:
+    """A Generate click's values: the parameter fields, then the script inputs (the dropdown's index first)."""
+    params, rest = list(values[:len(fields)]), list(values[len(fields):])
+    if rest:
+        rest[0] = rest[0] or 0
+    return params, rest

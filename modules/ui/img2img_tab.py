@@ -110,6 +110,7 @@ def build(rt, native_size: int = 512) -> dict:
             denoise = common.slider("denoising_strength", "Denoising strength", "img2img_denoising_strength",
                                     value=IMG2IMG_DENOISING_DEFAULT)
             seeds = common.seed_row("img2img", last_seed)
+            script_inputs = common.script_area(True)
         with gr.Column():
             out = common.output_panel("img2img")
 
@@ -127,7 +128,8 @@ def build(rt, native_size: int = 512) -> dict:
 
     def run(mode_name, image, sketch_value, editor_value, inpaint_sketch_value, up_image, up_mask, b_in, b_out,
             b_mask, styles, *values):
-        kw = common.params_kwargs(fields, list(values))
+        values, script_args = common.split_script_values(fields, values)
+        kw = common.params_kwargs(fields, values)
         try:
             if mode_name == "Batch":
                 if not b_in or not b_out:
@@ -155,7 +157,7 @@ def build(rt, native_size: int = 512) -> dict:
             if image is None:
                 raise ValueError(f"{mode_name}: upload an image first")
             p = GenerationParams(**kw, styles=list(styles or []), init_images=[image], mask=mask)
-            job = rt.submit_generate(p)
+            job = rt.submit_generate(p, script_args=script_args)
         except progress.EXPECTED_ERRORS as exc:
             log.info("img2img failed: %s", exc)
             yield ("", *common.failed_values(progress.error_message(exc)), progress.remembered(""))
@@ -163,7 +165,7 @@ def build(rt, native_size: int = 512) -> dict:
         yield from progress.follow(job, view, finish, len(results))
 
     inputs = [mode, init_image, sketch, editor, inpaint_sketch, upload_image, upload_mask, batch_in, batch_out,
-              batch_mask, top["styles"]] + [comps[f] for f in fields]
+              batch_mask, top["styles"]] + [comps[f] for f in fields] + script_inputs
     outputs = [out["progress"], *results, task]
     top["generate"].click(run, inputs, outputs, concurrency_limit=None, show_progress="hidden")
     progress.reattach_on_load(rt.queue, view, out["progress"], task, results, finish)

@@ -35,6 +35,7 @@ def build(rt, native_size: int = 512) -> dict:
                     hr_scale = common.slider("hr_scale", "Upscale by", "txt2img_hr_scale", maximum=4)
                     hr_x = common.slider("hr_resize_x", "Resize width to", "txt2img_hr_resize_x", maximum=2048)
                     hr_y = common.slider("hr_resize_y", "Resize height to", "txt2img_hr_resize_y", maximum=2048)
+            script_inputs = common.script_area(False)
         with gr.Column():
             out = common.output_panel("txt2img")
 
@@ -51,16 +52,17 @@ def build(rt, native_size: int = 512) -> dict:
     finish = common.job_finisher(rt, "txt2img", "outdir_txt2img_samples")
 
     def run(styles, *values):
-        kw = common.params_kwargs(fields, list(values))
+        values, script_args = common.split_script_values(fields, values)
+        kw = common.params_kwargs(fields, values)
         try:
-            job = rt.submit_generate(GenerationParams(**kw, styles=list(styles or [])))
+            job = rt.submit_generate(GenerationParams(**kw, styles=list(styles or [])), script_args=script_args)
         except progress.EXPECTED_ERRORS as exc:
             log.info("txt2img failed: %s", exc)
             yield ("", *common.failed_values(progress.error_message(exc)), progress.remembered(""))
             return
         yield from progress.follow(job, view, finish, len(results))
 
-    inputs = [top["styles"]] + [comps[f] for f in fields]
+    inputs = [top["styles"]] + [comps[f] for f in fields] + script_inputs
     outputs = [out["progress"], *results, task]
     top["generate"].click(run, inputs, outputs, concurrency_limit=None, show_progress="hidden")
     top["prompt"].submit(run, inputs, outputs, concurrency_limit=None, show_progress="hidden")

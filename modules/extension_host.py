@@ -1,0 +1,104 @@
+"""Brings the extensions into a running web UI: list them, give them A1111's module surface, load their scripts, and
+fire the start-up callbacks at A1111's moments. The composition root (webui.py) calls, in this order:
+
+    start(rt)               after the Runtime exists: listing, Gradio shims, shared.bind, scripts, ui_settings,
+                            one instance of every Script per tab (before the UI is built)
+    build_api_defaults()    with --nowebui: the scripts' controls in a throwaway Blocks (the API's default args)
+    app_started(demo, app)  once every route exists: on_app_started callbacks (extension routes), then Gradio's
+                            catch-all mount is moved behind the routes they added
+
+Nothing here may stop the server from starting: every extension failure is recorded on its Extension (errors by
+phase) and logged.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from modules import extensions, script_callbacks, scripts
+from modules.options import OptionInfo
+
+log = logging.getLogger("sd.extensions")
+
+timings: dict[str, float] = {}
+
+
+def _register_settings(rt) -> None:
+    opts = rt.options
+    if "disabled_extensions" not in opts.info:
+        opts.add("disabled_extensions", OptionInfo([], "Disable these extensions", "Extensions"))
+    if "disable_all_extensions" not in opts.info:
+        opts.add("disable_all_extensions", OptionInfo("none", "Disable all extensions (preserves the list of "
+                                                              "disabled extensions)", "Extensions",
+                                                      choices=list(extensions.DISABLE_ALL_CHOICES)))
+
+
+def start(rt) -> list:
+    t0 = time.perf_counter()
+    _register_settings(rt)
+    exts = extensions.list_from_args(rt.args, rt.paths.extensions, extensions.BUILTIN_DIR, rt.paths.settings_file)
+    rt.extensions = exts
+    for ext in exts:
+        if ext.enabled:
+            missing = extensions.missing_requirements(ext, exts)
+            if missing:
+                log.warning("extension %s requires %s, which is not installed or not enabled", ext.name,
+                            ", ".join(missing))
+    try:
+        from modules import gradio_compat
+        gradio_compat.install()
+        gradio_compat.add_component_listener(before=scripts.component_before, after=scripts.component_after)
+        for ext in extensions.active():
+            gradio_compat.register_extension_root(ext.name, ext.path)
+    except ImportError:   # pragma: no cover - the shims ship with the UI
+        log.warning("Gradio compatibility layer missing; Gradio 3 extension UIs will fail")
+    from modules import shared
+    shared.bind(rt)
+    t1 = time.perf_counter()
+    scripts.load_scripts()
+    timings["load scripts"] = time.perf_counter() - t1
+    script_callbacks.ui_settings_callback()
+    for runner, is_img2img in ((scripts.scripts_txt2img, False), (scripts.scripts_img2img, True)):
+        runner.initialize_scripts(is_img2img)
+    rt.models.on_loaded.append(_model_loaded)
+    timings["extensions start"] = time.perf_counter() - t0
+    loaded = [e.name for e in extensions.active()]
+    if loaded:
+        log.info("extensions: %s (%d scripts, %.2f s)", ", ".join(loaded), len(scripts.scripts_data),
+                 timings["extensions start"])
+    return exts
+
+
+def _model_loaded(model) -> None:
+    from modules import shared
+    script_callbacks.model_loaded_callback(shared.sd_model)
+
+
+def build_api_defaults() -> None:
+    """With --nowebui there is no page, but A1111 still builds every script's controls (the API's defaults come from
+    them and some scripts set themselves up in ui()). Build them once in a Blocks that is never served."""
+    import gradio as gr
+    with gr.Blocks(analytics_enabled=False):
+        for runner in (scripts.scripts_txt2img, scripts.scripts_img2img):
+            if not runner.ui_created:
+                runner.setup_ui()
+
+
+def ui_tabs() -> list:
+    """on_ui_tabs results: (blocks, title, elem_id) triples; a raising callback is reported and left out."""
+    tabs = []
+    for item in script_callbacks.ui_tabs_callback():
+        if isinstance(item, (tuple, list)) and len(item) >= 2:
+            tabs.append((item[0], item[1], item[2] if len(item) > 2 else None))
+    return tabs
+
+
+def app_started(demo, app) -> None:
+    before = len(app.router.routes)
+    script_callbacks.app_started_callback(demo, app)
+    added = app.router.routes[before:]
+    if added:
+        # Gradio is mounted at the root and would answer every path first: routes that extensions add go before it
+        rest = app.router.routes[:before]
+        mounts = [r for r in rest if type(r).__name__ == "Mount" and getattr(r, "path", None) in ("", "/")]
+        app.router.routes[:] = [r for r in rest if r not in mounts] + added + mounts
