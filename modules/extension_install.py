@@ -270,9 +270,11 @@ def _describe_left_out(item: dict) -> str:
 # ---- all extensions (the launcher) and the results (the server) ----
 
 def timeout_from(args) -> float:
-    value = getattr(args, "extension_install_timeout", None) or os.environ.get("EXTENSION_INSTALL_TIMEOUT")
+    value = getattr(args, "extension_install_timeout", None)
+    if value is None:
+        value = os.environ.get("EXTENSION_INSTALL_TIMEOUT") or None
     try:
-        seconds = float(value) if value else DEFAULT_TIMEOUT
+        seconds = float(value) if value is not None else DEFAULT_TIMEOUT
     except ValueError:
         raise ValueError(f"EXTENSION_INSTALL_TIMEOUT must be a number of seconds (got {value!r})") from None
     if seconds <= 0:

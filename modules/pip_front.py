@@ -150,11 +150,12 @@ def is_conflict(output: str) -> bool:
     return any(marker in output for marker in CONFLICT_MARKERS)
 
 
-def install_piecewise(pre: list[str], options: list[str], reqs: list[str]) -> tuple[int, dict]:
-    """Try each requirement alone; a conflicting one without its extras, then with each extra that fits."""
+def install_piecewise(pre: list[str], options: list[str], reqs: list[str], first=None) -> tuple[int, dict]:
+    """Try each requirement alone; a conflicting one without its extras, then with each extra that fits.
+    ``first``: (exit code, output) of the whole command, reused when it had one requirement only."""
     installed, left_out, failed = [], [], []
     for req in reqs:
-        rc, out = run_pip([*pre, "install", *options, req])
+        rc, out = first if first and len(reqs) == 1 else run_pip([*pre, "install", *options, req])
         if rc == 0:
             installed.append(req)
             continue
@@ -223,6 +224,6 @@ def main(argv: list[str]) -> int:
     print(f"[pip front] pip refused the whole command ({reason}); installing the requirements one by one",
           flush=True)
     options, reqs = split_install_args(argv[i + 1:])
-    rc, report = install_piecewise(argv[:i], options, reqs)
+    rc, report = install_piecewise(argv[:i], options, reqs, first=(rc, out))
     log({"command": "install", "args": argv[i + 1:], "returncode": rc, "conflict": reason, "pins": pins, **report})
     return rc
