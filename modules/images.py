@@ -1,8 +1,17 @@
-"""Saving images the way A1111 names them: outputs/<kind>-images/YYYY-MM-DD/NNNNN-SEED-prompt.png, with infotext."""
+"""Saving images the way A1111 names them: outputs/<kind>-images/YYYY-MM-DD/NNNNN-SEED-prompt.png, with infotext.
+
+Two callers, two forms of `save_image`. The runtime (and the UI's Save button) call ours,
+`save_image(image, outdir, seed, prompt, infotext, date_dirs=…)`, which returns the Path written. Extensions call
+A1111's, `save_image(image, path, basename, seed=None, prompt=None, extension='png', info=None, …, p=None)`, which
+returns `(fullfn, txt_fullfn)` and follows A1111's file-name settings (`FilenameGenerator`). The form is told
+apart by the third argument: our seed is an int, A1111's basename a string. Both fire the extensions'
+`before_image_saved` (which may change the image, the file name and the text chunks) and `image_saved` callbacks.
+"""
 from __future__ import annotations
 
 import datetime
 import io
+import math
 import os
 import re
 import threading
@@ -75,19 +84,320 @@ def next_number(folder: Path) -> int:
     return best + 1
 
 
-def save_image(image: Image.Image, outdir: Path, seed: int, prompt: str, infotext: str | None,
-               date_dirs: bool = True) -> Path:
-    """Writes atomically (temp file + rename) so that an interrupted save never leaves a broken PNG."""
-    folder = outdir / datetime.date.today().isoformat() if date_dirs else outdir
+def _callbacks():
+    from modules import script_callbacks  # lazily: script_callbacks may import modules that import this one
+    return script_callbacks
+
+
+def encode(image: Image.Image, fmt: str, pnginfo: dict | None, quality: int = 80, lossless: bool = False) -> bytes:
+    """`image` as a file of format `fmt` (png, jpg/jpeg, webp, …). A PNG gets every pnginfo entry as a text chunk;
+    JPEG and WebP get the "parameters" entry as EXIF UserComment (UTF-16, as A1111 writes it)."""
+    fmt = fmt.lower().lstrip(".")
+    buf = io.BytesIO()
+    if fmt == "png":
+        meta = PngImagePlugin.PngInfo()
+        for key, value in (pnginfo or {}).items():
+            meta.add_text(key, str(value))
+        image.save(buf, format="PNG", pnginfo=meta)
+        return buf.getvalue()
+    if fmt in ("jpg", "jpeg", "webp"):
+        if image.mode in ("RGBA", "LA", "P") and fmt != "webp":
+            image = image.convert("RGB")
+        kwargs = {"quality": quality}
+        if fmt == "webp":
+            kwargs["lossless"] = lossless
+        text = (pnginfo or {}).get("parameters")
+        if text:
+            exif = Image.Exif()
+            exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = b"UNICODE\x00" + str(text).encode("utf-16-be")
+            kwargs["exif"] = exif.tobytes()
+        image.save(buf, format="JPEG" if fmt in ("jpg", "jpeg") else "WEBP", **kwargs)
+        return buf.getvalue()
+    image.save(buf, format=Image.registered_extensions().get("." + fmt, fmt.upper()))
+    return buf.getvalue()
+
+
+def write_image(image: Image.Image, filename: str | os.PathLike, pnginfo: dict | None, **kwargs) -> None:
+    """Writes atomically (temp file + rename), so an interrupted save never leaves a broken image."""
+    data = encode(image, os.path.splitext(os.fspath(filename))[1] or ".png", pnginfo, **kwargs)
+    with atomic_file.replacing(Path(filename), sync=False) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_sample(image: Image.Image, outdir: Path, seed: int, prompt: str, infotext: str | None,
+                date_dirs: bool = True, p=None) -> Path:
+    """Our form: outdir[/YYYY-MM-DD]/NNNNN-SEED-prompt.png with the infotext, numbered past the folder's highest."""
+    callbacks = _callbacks()
+    folder = Path(outdir) / datetime.date.today().isoformat() if date_dirs else Path(outdir)
     folder.mkdir(parents=True, exist_ok=True)
-    data = png_bytes(image, infotext)
     with _save_lock:
         number = next_number(folder)
         stem = f"{number:05}-{seed}"
         words = sanitize(prompt)
         if words:
             stem = f"{stem}-{words}"[:MAX_NAME]
-        path = folder / f"{stem}.png"
-        with atomic_file.replacing(path, sync=False) as tmp:
-            tmp.write_bytes(data)
-    return path
+        params = callbacks.ImageSaveParams(image, p, str(folder / f"{stem}.png"),
+                                           {"parameters": infotext} if infotext else {})
+        callbacks.before_image_saved_callback(params)
+        write_image(params.image, params.filename, params.pnginfo)
+    callbacks.image_saved_callback(params)
+    return Path(params.filename)
+
+
+def save_image(image: Image.Image, path, *args, **kwargs):
+    """Ours, `(image, outdir, seed: int, prompt, infotext, date_dirs=…) -> Path`, or A1111's,
+    `(image, path, basename, seed=None, prompt=None, extension='png', info=None, …) -> (fullfn, txt_fullfn)`."""
+    if "date_dirs" in kwargs or (args and isinstance(args[0], int) and not isinstance(args[0], bool)):
+        return save_sample(image, path, *args, **kwargs)
+    return save_image_a1111(image, path, *args, **kwargs)
+
+
+# --- A1111's saving and image helpers, for extensions ------------------------------------------------------------
+def _opt(name: str, default):
+    """A setting as A1111's code reads it, or its A1111 default when there is no runtime (tools, tests)."""
+    from modules import shared
+    if not shared.bound():
+        return default
+    return shared.opts.data.get(name, default)
+
+
+INVALID_FILENAME_CHARS = '#<>:"/\\|?*\n\r\t'
+INVALID_FILENAME_PREFIX = " "
+INVALID_FILENAME_POSTFIX = " ."
+MAX_FILENAME_PART_LENGTH = 128
+_NON_LETTERS = re.compile(r"[\s' \"(){}\[\]]+")
+_PATTERN = re.compile(r"(.*?)(?:\[([^\[\]]+)\]|$)")
+_PATTERN_ARGS = re.compile(r"(.*)<([^>]*)>$")
+
+
+def sanitize_filename_part(text: str | None, replace_spaces: bool = True) -> str | None:
+    if text is None:
+        return None
+    if replace_spaces:
+        text = text.replace(" ", "_")
+    text = text.translate({ord(c): "_" for c in INVALID_FILENAME_CHARS})
+    text = text.lstrip(INVALID_FILENAME_PREFIX)[:MAX_FILENAME_PART_LENGTH]
+    return text.rstrip(INVALID_FILENAME_POSTFIX)
+
+
+class FilenameGenerator:
+    """A1111's file-name patterns: `[seed]`, `[prompt]`, `[prompt_spaces]`, `[prompt_words]`, `[steps]`, `[cfg]`,
+    `[width]`, `[height]`, `[sampler]`, `[scheduler]`, `[model_name]`, `[model_hash]`, `[styles]`, `[date]`,
+    `[datetime<%Y%m%d%H%M%S>]`, `[job_timestamp]`, `[seed_first]`, `[seed_last]`, `[denoising]`, `[clip_skip]`,
+    `[batch_number]`, `[generation_number]`, `[none]`. An unknown tag stays in the name as written."""
+
+    def __init__(self, p, seed, prompt, image=None, zip=False, basename=""):  # noqa: A002 (A1111 name)
+        self.p, self.seed, self.prompt, self.image, self.zip, self.basename = p, seed, prompt, image, zip, basename
+
+    def _p(self, name: str, default=None):
+        return getattr(self.p, name, default) if self.p is not None else default
+
+    def _model(self):
+        from modules import shared
+        return shared.sd_model if shared.bound() else None
+
+    def _tag(self, tag: str, args: list[str]) -> str | None:
+        prompt = self.prompt if self.prompt is not None else self._p("prompt", "")
+        if tag == "seed":
+            return str(self.seed) if self.seed is not None else ""
+        if tag in ("seed_first", "seed_last"):
+            seeds = self._p("all_seeds") or [self.seed]
+            return str(seeds[0] if tag == "seed_first" else seeds[-1])
+        if tag in ("prompt", "prompt_no_styles"):
+            return sanitize_filename_part(prompt)
+        if tag == "prompt_spaces":
+            return sanitize_filename_part(prompt, replace_spaces=False)
+        if tag == "prompt_words":
+            words = [w for w in _NON_LETTERS.split(prompt or "") if w] or ["empty"]
+            return sanitize_filename_part(" ".join(words[:_opt("directories_max_prompt_words", 8)]),
+                                          replace_spaces=False)
+        simple = {"steps": "steps", "cfg": "cfg_scale", "sampler": "sampler_name", "scheduler": "scheduler",
+                  "denoising": "denoising_strength", "clip_skip": "clip_skip", "batch_number": "batch_index",
+                  "generation_number": "iteration"}
+        if tag in simple:
+            value = self._p(simple[tag])
+            return sanitize_filename_part(str(value)) if value is not None else ""
+        if tag in ("width", "height"):
+            value = getattr(self.image, tag, None) if self.image is not None else self._p(tag)
+            return str(value) if value is not None else ""
+        if tag == "styles":
+            return sanitize_filename_part(", ".join(self._p("styles") or []) or "None", replace_spaces=False)
+        if tag in ("model_name", "model_hash"):
+            model = self._model()
+            info = getattr(model, "sd_checkpoint_info", None)
+            if info is None:
+                return ""
+            return sanitize_filename_part(info.model_name if tag == "model_name" else (info.shorthash or ""))
+        if tag == "date":
+            return datetime.date.today().isoformat()
+        if tag == "datetime":
+            fmt = args[0] if args and args[0] else "%Y%m%d%H%M%S"
+            return sanitize_filename_part(datetime.datetime.now().strftime(fmt), replace_spaces=False)
+        if tag == "job_timestamp":
+            from modules import shared
+            return str(shared.state.job_timestamp)
+        if tag == "none":
+            return ""
+        return None
+
+    def apply(self, x: str) -> str:
+        out = ""
+        for m in _PATTERN.finditer(x):
+            text, pattern = m.groups()
+            if pattern is None:
+                out += text
+                continue
+            args = []
+            while True:
+                am = _PATTERN_ARGS.match(pattern)
+                if am is None:
+                    break
+                pattern, arg = am.groups()
+                args.insert(0, arg)
+            value = self._tag(pattern.lower(), args)
+            out += text + (f"[{pattern}]" if value is None else value)
+        return out
+
+
+def get_next_sequence_number(path: str, basename: str) -> int:
+    """The number after the highest `NNNNN-…` (or `<basename>-NNNN…`) file in `path`."""
+    result = -1
+    prefix = f"{basename}-" if basename != "" else ""
+    for name in os.listdir(path):
+        if name.startswith(prefix):
+            first = os.path.splitext(name[len(prefix):])[0].split("-")[0]
+            if first.isdigit():
+                result = max(int(first), result)
+    return result + 1
+
+
+def save_image_with_geninfo(image: Image.Image, geninfo: str | None, filename: str, extension: str | None = None,
+                            existing_pnginfo: dict | None = None, pnginfo_section_name: str = "parameters") -> None:
+    """Writes `image` to `filename` with `geninfo` (PNG text chunk, or EXIF UserComment for JPEG/WebP), when the
+    enable_pnginfo setting allows."""
+    pnginfo = dict(existing_pnginfo or {})
+    if geninfo is not None:
+        pnginfo[pnginfo_section_name] = geninfo
+    if not _opt("enable_pnginfo", True):
+        pnginfo = {}
+    ext = (extension or os.path.splitext(filename)[1] or ".png").lower().lstrip(".")
+    if ext != "png":  # JPEG/WebP carry one text, the infotext, whatever the section's name
+        text = pnginfo.get(pnginfo_section_name)
+        pnginfo = {"parameters": text} if text is not None else {}
+    data = encode(image, ext, pnginfo, quality=_opt("jpeg_quality", 80), lossless=_opt("webp_lossless", False))
+    with atomic_file.replacing(Path(filename), sync=False) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_image_a1111(image: Image.Image, path: str, basename: str = "", seed=None, prompt: str | None = None,
+                     extension: str = "png", info=None, short_filename: bool = False, no_prompt: bool = False,
+                     grid: bool = False, pnginfo_section_name: str = "parameters", p=None, existing_info=None,
+                     forced_filename: str | None = None, suffix: str = "", save_to_dirs: bool | None = None):
+    """A1111's save_image: `path`[/<directories pattern>]/NNNNN-<samples pattern>.<extension>; returns
+    (fullfn, txt_fullfn), txt_fullfn when the save_txt setting wrote the infotext beside the image, else None."""
+    callbacks = _callbacks()
+    namegen = FilenameGenerator(p, seed, prompt, image, basename=basename)
+    extension = extension.lstrip(".")
+    if save_to_dirs is None:
+        save_to_dirs = (grid and _opt("grid_save_to_dirs", True)) or \
+                       (not grid and _opt("save_to_dirs", True) and not no_prompt)
+    if save_to_dirs:
+        dirname = namegen.apply(_opt("directories_filename_pattern", "") or "[date]").lstrip(" ").rstrip("\\ /")
+        path = os.path.join(path, dirname)
+    os.makedirs(path, exist_ok=True)
+    with _save_lock:
+        if forced_filename is not None:
+            fullfn = os.path.join(path, f"{forced_filename}.{extension}")
+        else:
+            if short_filename or seed is None:
+                decoration = ""
+            elif _opt("save_to_dirs", True):
+                decoration = _opt("samples_filename_pattern", "") or "[seed]"
+            else:
+                decoration = _opt("samples_filename_pattern", "") or "[seed]-[prompt_spaces]"
+            decoration = namegen.apply(decoration) + suffix
+            add_number = _opt("save_images_add_number", True) or decoration == ""
+            if decoration and add_number:
+                decoration = f"-{decoration}"
+            if add_number:
+                start = get_next_sequence_number(path, basename)
+                for i in range(500):
+                    stem = f"{start + i:05}" if basename == "" else f"{basename}-{start + i:04}"
+                    fullfn = os.path.join(path, f"{stem}{decoration}.{extension}")
+                    if not os.path.exists(fullfn):
+                        break
+            else:
+                fullfn = os.path.join(path, f"{decoration}.{extension}")
+        pnginfo = dict(existing_info or {})
+        if info is not None:
+            pnginfo[pnginfo_section_name] = info
+        params = callbacks.ImageSaveParams(image, p, fullfn, pnginfo)
+        callbacks.before_image_saved_callback(params)
+        info = params.pnginfo.get(pnginfo_section_name, None)
+        save_image_with_geninfo(params.image, info, params.filename, None, params.pnginfo, pnginfo_section_name)
+    fullfn = params.filename
+    txt_fullfn = None
+    if _opt("save_txt", False) and info is not None:
+        txt_fullfn = f"{os.path.splitext(fullfn)[0]}.txt"
+        with atomic_file.replacing(Path(txt_fullfn), sync=False) as tmp:
+            tmp.write_text(f"{info}\n", encoding="utf8")
+    callbacks.image_saved_callback(params)
+    return fullfn, txt_fullfn
+
+
+def image_grid(imgs: list, batch_size: int = 1, rows: int | None = None) -> Image.Image:
+    """The images in one picture, `rows` rows (A1111's n_rows rule when None); extensions' image_grid callbacks may
+    change the images, columns and rows first."""
+    if rows is None:
+        n_rows = _opt("n_rows", -1)
+        if n_rows > 0:
+            rows = n_rows
+        elif n_rows == 0:
+            rows = batch_size
+        elif _opt("grid_prevent_empty_spots", False):
+            rows = math.floor(math.sqrt(len(imgs)))
+            while len(imgs) % rows != 0:
+                rows -= 1
+        else:
+            rows = round(math.sqrt(len(imgs)))
+    rows = max(1, min(rows, len(imgs)))
+    cols = math.ceil(len(imgs) / rows)
+    callbacks = _callbacks()
+    params = callbacks.ImageGridLoopParams(imgs, cols, rows)
+    callbacks.image_grid_callback(params)
+    w, h = map(max, zip(*(img.size for img in params.imgs)))
+    grid = Image.new("RGB", size=(params.cols * w, params.rows * h), color=_opt("grid_background_color", "#ffffff"))
+    for i, img in enumerate(params.imgs):
+        dx, dy = (w - img.width) // 2, (h - img.height) // 2
+        grid.paste(img, box=(i % params.cols * w + dx, i // params.cols * h + dy))
+    return grid
+
+
+def flatten(img: Image.Image, bgcolor) -> Image.Image:
+    """An RGB image: transparent parts over `bgcolor`."""
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, bgcolor)
+        background.paste(img, mask=img)
+        img = background
+    return img.convert("RGB")
+
+
+def resize_image(resize_mode: int, im: Image.Image, width: int, height: int,
+                 upscaler_name: str | None = None) -> Image.Image:
+    """A1111's resize modes (0 just resize, 1 crop and resize, 2 resize and fill) with one of shared.sd_upscalers
+    (Lanczos when None)."""
+    from modules.engine.image_ops import resize_image as resize
+    from modules.engine.run import IMAGE_UPSCALERS
+    name = upscaler_name or "Lanczos"
+    if name not in IMAGE_UPSCALERS:
+        raise ValueError(f"resize_image: unknown upscaler_name {upscaler_name!r}; choose one of "
+                         f"{list(IMAGE_UPSCALERS)}")
+    if resize_mode not in (0, 1, 2, 3):
+        raise ValueError(f"resize_image: resize_mode must be 0, 1, 2 or 3, got {resize_mode!r}")
+    return resize(resize_mode, im, width, height, IMAGE_UPSCALERS[name] or Image.Resampling.LANCZOS)
+
+
+def read_info_from_image(image: Image.Image) -> tuple[str | None, dict]:
+    """A1111's name for read_info: (infotext, the image's other text fields)."""
+    return read_info(image)
+
