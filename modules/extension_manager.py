@@ -12,7 +12,6 @@ import ipaddress
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,9 +22,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules import extensions, git_cmd
+from modules import extension_install, extensions, git_cmd
 
-PROGRAM_ROOT = Path(__file__).resolve().parent.parent
 CHECK_TIMEOUT = 20.0          # seconds per remote for Check for updates (all remotes are asked in parallel)
 CLONE_TIMEOUT = 300.0         # seconds for one git clone
 UPDATE_TIMEOUT = 120.0        # seconds for one fetch + reset
@@ -333,44 +331,21 @@ def _clone(url: str, branch: str, dest: Path, timeout: float) -> None:
             raise RuntimeError(f"git submodule update failed: {sub.reason()}")
 
 
-def install_timeout(args) -> float:
-    value = getattr(args, "extension_install_timeout", None) or os.environ.get("EXTENSION_INSTALL_TIMEOUT") or 900
-    return float(value)
-
-
-def run_install_script(ext, args) -> str | None:
-    """Run the extension's install.py now (as the launcher does at start); the error text, or None. Uses
-    modules.extension_install's one-extension runner when it exists (constraints file, caching), else runs
-    install.py as A1111 does: the venv's python, cwd = program root, the program root on PYTHONPATH, a timeout."""
-    script = Path(ext.path) / "install.py"
-    if not script.is_file():
+def run_install_script(ext, args, cache_dir) -> str | None:
+    """Run the extension's install.py now, as the launcher does at start (modules.extension_install: core pins as
+    pip constraints, a timeout, the result cached so the next start does not run it again); the error text or
+    None. The error is also recorded on the extension (``errors["install"]``)."""
+    if not (Path(ext.path) / "install.py").is_file():
         return None
-    try:
-        from modules import extension_install
-    except ImportError:
-        extension_install = None
-    runner = getattr(extension_install, "install_extension", None)
-    if runner is not None:
-        outcome = runner(ext, args)
-        return getattr(outcome, "error", None) if outcome is not None and not isinstance(outcome, str) else outcome
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROGRAM_ROOT), env.get("PYTHONPATH")]))
-    timeout = install_timeout(args)
-    try:
-        proc = subprocess.run([sys.executable, str(script)], cwd=PROGRAM_ROOT, env=env, capture_output=True,
-                              text=True, errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return f"install.py did not finish within {timeout:g} s (--extension-install-timeout)"
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
-        return f"install.py exited with code {proc.returncode}:\n{tail}"
-    return None
+    result = extension_install.run_installer(ext, Path(cache_dir), timeout=extension_install.timeout_from(args))
+    return result.get("error") or None
 
 
 def install_from_url(args, data_dir, exts, url: str, branch: str = "", folder_name: str = "",
                      timeout: float = CLONE_TIMEOUT) -> InstallResult:
     """Clone ``url`` into ``<data>/tmp/``, move it to ``<data>/extensions/<folder>``, run its install.py and add it
-    to ``exts`` (the listing the tab and the API show), switched on for the next start. Raises AccessDenied or
+    to ``exts`` (the listing the tab and the API show), switched on for the next start. ``data_dir`` is the
+    --data-dir folder (``<data>/cache`` keeps the install result). Raises AccessDenied or
     ValueError (bad input, naming the field) or RuntimeError (git failed); nothing is left behind then."""
     check_access(args)
     url = _check_url(url)
@@ -398,9 +373,7 @@ def install_from_url(args, data_dir, exts, url: str, branch: str = "", folder_na
     ext = extensions.Extension(name, target, enabled=False, is_builtin=False)
     ext.enabled_in_settings = True                # ticked: Apply and restart turns it on
     ext.disabled_reason = INSTALLED_NOTE
-    error = run_install_script(ext, args)
-    if error:
-        ext.report_error("install", error)
+    error = run_install_script(ext, args, data_dir / "cache")
     exts.append(ext)
     message = (f"Installed {name} into {target}. It becomes active after a restart: press Apply and restart UI.")
     if error:
