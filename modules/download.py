@@ -9,6 +9,11 @@ whole file is there and its checksum (when one is known) matches, so an
 interrupted or corrupted download never looks like a usable model; a later
 call resumes the ``.part`` file with an HTTP Range request instead of fetching
 several gigabytes again.
+
+Proxies and mirrors (modules/net_policy.py): requests go through an opener that
+reads http_proxy/https_proxy/no_proxy at call time, ``HF_ENDPOINT`` and the
+GitHub mirror rewrite the URL, and ``network_reachable`` probes the proxy when
+one applies (behind a proxy the real host is often not reachable directly).
 """
 
 from __future__ import annotations
@@ -23,11 +28,10 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from typing import BinaryIO, Optional
 
-from modules import atomic_file  # standard library only, like this module
+from modules import atomic_file, net_policy  # standard library only, like this module
 
 __all__ = [
     "DownloadError",
@@ -177,7 +181,7 @@ def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
         headers["Range"] = f"bytes={offset}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        return urllib.request.urlopen(request, timeout=timeout)
+        return net_policy.opener().open(request, timeout=timeout)
     except urllib.error.HTTPError as err:
         try:
             if err.code == 416 and offset > 0:
@@ -251,6 +255,7 @@ def download_file(
     Raises DownloadError with a one-line message on HTTP errors, timeouts,
     connection failures, truncated transfers and checksum mismatches.
     """
+    url = net_policy.rewrite_url(url)
     dest_path = pathlib.Path(dest)
     part = pathlib.Path(os.fspath(dest) + ".part")
     expected = sha256.strip().lower() if sha256 else None
@@ -362,14 +367,10 @@ def network_reachable(url: str, timeout: float = 5.0) -> bool:
     Used to decide quickly whether to attempt a download at all.  Socket
     timeouts do not cover DNS resolution, which can hang far longer on a
     machine without network, so the lookup and connect run in a daemon thread
-    that is simply abandoned when it takes too long.
+    that is simply abandoned when it takes too long. The host probed is the
+    one a download would connect to first: the mirror's, or the proxy's.
     """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname
-        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower())
-    except ValueError:
-        return False
+    host, port = net_policy.connect_target(net_policy.rewrite_url(url))
     if not host or not port:
         return False
 

@@ -80,12 +80,15 @@ def opener() -> urllib.request.OpenerDirector:
 
 def proxy_for(url: str) -> str | None:
     """The proxy URL urllib would use for ``url``, or None (no proxy set, or the host is in no_proxy)."""
-    parts = urllib.parse.urlsplit(url)
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme.lower())
-    if not proxy or not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
         return None
-    if urllib.request.proxy_bypass(parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"):
+    proxy = urllib.request.getproxies().get(parts.scheme.lower())
+    if not proxy or not host:
+        return None
+    if urllib.request.proxy_bypass(host if port is None else f"{host}:{port}"):
         return None
     return proxy if "://" in proxy else "http://" + proxy
 
