@@ -8,12 +8,12 @@ runtime up on every use, and the rest are read lazily (module `__getattr__`).
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Any
 
 from modules import devices as _devices
 from modules import net_policy, paths, paths_internal, shared_cmd_options
+from modules.file_lists import listfiles, natural_sort_key, walk_files  # noqa: F401 (A1111 names)
 from modules.options import OptionHTML, OptionInfo, categories, options_section  # noqa: F401 (A1111 names)
 from modules.sd_models_types import SdModelView
 from modules.shared_cmd_options import cmd_opts, parser  # noqa: F401 (A1111 names)
@@ -161,32 +161,6 @@ def _sd_upscalers() -> list:
 
 
 # --- helpers A1111 keeps in shared -------------------------------------------------------------------------------
-def natural_sort_key(s: str, regex=re.compile("([0-9]+)")):
-    return [int(text) if text.isdigit() else text.lower() for text in regex.split(s)]
-
-
-def listfiles(dirname: str) -> list[str]:
-    """The files (not folders, not hidden) in `dirname`, full paths, sorted by name."""
-    names = [os.path.join(dirname, x) for x in sorted(os.listdir(dirname), key=str.lower) if not x.startswith(".")]
-    return [f for f in names if os.path.isfile(f)]
-
-
-def walk_files(path: str, allowed_extensions=None):
-    """Every file under `path` (following links, natural order); `allowed_extensions` like {".png", ".jpg"}.
-    Folders whose name starts with a dot are skipped."""
-    if not os.path.exists(path):
-        return
-    allowed = {e.lower() for e in allowed_extensions} if allowed_extensions is not None else None
-    for root, _dirs, files in sorted(os.walk(path, followlinks=True), key=lambda x: natural_sort_key(x[0])):
-        rel = os.path.relpath(root, path)
-        if any(part.startswith(".") for part in rel.split(os.sep) if part not in (".", "")):
-            continue
-        for filename in sorted(files, key=natural_sort_key):
-            if allowed is not None and os.path.splitext(filename)[1].lower() not in allowed:
-                continue
-            yield os.path.join(root, filename)
-
-
 def html_path(filename: str) -> str:
     return os.path.join(script_path, "html", filename)
 
