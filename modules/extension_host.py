@@ -75,13 +75,16 @@ def _model_loaded(model) -> None:
 
 
 def build_api_defaults() -> None:
-    """With --nowebui there is no page, but A1111 still builds every script's controls (the API's defaults come from
-    them and some scripts set themselves up in ui()). Build them once in a Blocks that is never served."""
+    """With --nowebui there is no page, but A1111 still builds the UI: the API's defaults come from the scripts'
+    controls and some extensions set themselves up in ui() or their tab builder. Build them once in a Blocks that is
+    never served."""
     import gradio as gr
     with gr.Blocks(analytics_enabled=False):
+        ui_tabs()   # some extensions set themselves up while building their tab
         for runner in (scripts.scripts_txt2img, scripts.scripts_img2img):
             if not runner.ui_created:
                 runner.setup_ui()
+    script_callbacks.before_ui_callback()   # A1111 with --nowebui: after its (unserved) UI was built
 
 
 def ui_tabs() -> list:

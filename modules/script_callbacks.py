@@ -117,9 +117,17 @@ def ordered(category: str) -> list[ScriptCallback]:
     return list(reversed(items)) if category in _REVERSED else items
 
 
+_reported: set[tuple[str, str]] = set()
+
+
 def report_exception(cb: ScriptCallback, category: str) -> None:
+    """Logs the traceback the first time a callback fails this way (a CFG callback fails at every step), and keeps
+    the last one on its extension."""
     text = traceback.format_exc()
-    log.error("Error executing callback %s (%s):\n%s", cb.name, category, text)
+    key = (cb.name, text.strip().splitlines()[-1])
+    if key not in _reported:
+        _reported.add(key)
+        log.error("Error executing callback %s (%s):\n%s", cb.name, category, text)
     ext = _extension_of(cb.script)
     if ext is not None:
         ext.report_error("callback", f"{cb.name}: {text}")

@@ -115,3 +115,20 @@ def _tab():
 
 
 script_callbacks.on_ui_tabs(_tab)
+
+
+def _settings():
+    from modules import shared
+    shared.opts.add_option("sample_recorder_mark", shared.OptionInfo(
+        "off", "Sample recorder mark", gr.Radio, {"choices": ["off", "on"]},
+        section=("sample_recorder", "Sample recorder")).info("a setting added by an extension"))
+
+
+def _routes(demo, app):
+    @app.get("/sample-recorder/events")
+    def events():
+        return [name for name, _ in EVENTS]
+
+
+script_callbacks.on_ui_settings(_settings)
+script_callbacks.on_app_started(_routes)
