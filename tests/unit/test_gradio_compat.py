@@ -92,6 +92,16 @@ def test_js_keyword_is_kept_on_a_python_event_too():
     assert run_event(demo, dep, "abc") == ["ABC"]
 
 
+def test_every_on_an_event_becomes_a_timer():
+    with gr.Blocks() as demo:
+        out = gr.Textbox()
+        demo.load(lambda: "tick", None, out, every=2)
+    timers = [b for b in demo.blocks.values() if isinstance(b, gr.Timer)]
+    assert len(timers) == 1 and timers[0].value == 2
+    assert run_event(demo, dep_on(demo, timers[0], "tick")) == ["tick"]
+    assert "every=" in gradio_compat.idioms_used[gradio_compat.UNKNOWN]
+
+
 def config_of_dep(demo, dep) -> dict:
     return next(d for d in demo.get_config_file()["dependencies"] if d["id"] == dep["id"])
 
