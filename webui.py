@@ -35,22 +35,61 @@ def create_app(args):
     if args.nowebui:
         extension_host.build_api_defaults()
     else:
-        import gradio as gr
-
         from modules.ui import app as ui_app
         from modules.ui import localization_ui
-        demo = ui_app.build(rt)
-        demo.queue(default_concurrency_limit=None)
-        auth = None
-        if args.gradio_auth or args.gradio_auth_path:
-            auth = _read_auth(args)
         localization_ui.mount_routes(app, rt, args.subpath)  # before Gradio's mount, which takes every path
-        gr.mount_gradio_app(app, demo, path=args.subpath or "/", auth=auth, css=ui_app.CSS, js=ui_app.JS,
-                            head=localization_ui.head(args.subpath),
-                            allowed_paths=[str(rt.paths.outputs)], footer_links=["api"] if args.api else [],
-                            server_name=_host(args), server_port=args.port)
+        _mount_reload_route(app, rt, args)
+        demo = mount_ui(app, rt, args, ui_app.build(rt))
     extension_host.app_started(demo, app)
     return app, rt
+
+
+def mount_ui(app, rt, args, demo):
+    """Mounts a built page (gr.Blocks) at the root (or --subpath); returns it. The mount answers every path not
+    routed before it."""
+    import gradio as gr
+
+    from modules.ui import app as ui_app
+    from modules.ui import localization_ui
+    demo.queue(default_concurrency_limit=None)
+    auth = _read_auth(args) if args.gradio_auth or args.gradio_auth_path else None
+    gr.mount_gradio_app(app, demo, path=args.subpath or "/", auth=auth, css=ui_app.CSS, js=ui_app.JS,
+                        head=localization_ui.head(args.subpath),
+                        allowed_paths=[str(rt.paths.outputs)], footer_links=["api"] if args.api else [],
+                        server_name=_host(args), server_port=args.port)
+    app.state.demo = demo
+    return demo
+
+
+def _mount_reload_route(app, rt, args) -> None:
+    """POST /internal/reload-ui (Settings → Reload UI): re-runs the extensions' scripts with their callbacks cleared
+    and replaces the page without restarting the process (A1111's "Reload UI"). Answers once the new page is
+    mounted, so the browser reloads onto it."""
+    import asyncio
+
+    from modules import extension_host
+    from modules.ui import app as ui_app
+    lock = asyncio.Lock()
+
+    async def reload_ui():
+        async with lock:
+            loop = asyncio.get_running_loop()
+
+            def rebuild():
+                extension_host.reload(rt, app)
+                return ui_app.build(rt)
+            demo = await loop.run_in_executor(None, rebuild)
+            old = [r for r in app.router.routes if hasattr(getattr(r, "app", None), "get_blocks")]
+            mount_ui(app, rt, args, demo)
+            new = app.router.routes.pop()
+            index = app.router.routes.index(old[-1]) if old else len(app.router.routes)
+            app.router.routes[index:index + 1] = [new]     # the new page takes the old one's place
+            new.app.get_blocks().run_startup_events()
+            await new.app.get_blocks().run_extra_startup_events()
+            extension_host.app_started(demo, app)
+            return {"reloaded": True, "scripts": len(extension_host.scripts.scripts_data)}
+
+    app.add_api_route(f"{args.subpath or ''}/internal/reload-ui", reload_ui, methods=["POST"])
 
 
 def _read_auth(args) -> list[tuple[str, str]]:

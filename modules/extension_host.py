@@ -96,12 +96,57 @@ def ui_tabs() -> list:
     return tabs
 
 
+_extension_routes: list = []
+
+
 def app_started(demo, app) -> None:
+    # after a Reload UI the callbacks add their routes again: the old ones (bound to the old modules) go first
+    app.router.routes[:] = [r for r in app.router.routes if r not in _extension_routes]
+    _extension_routes.clear()
     before = len(app.router.routes)
     script_callbacks.app_started_callback(demo, app)
     added = app.router.routes[before:]
+    _extension_routes.extend(added)
     if added:
         # Gradio is mounted at the root and would answer every path first: routes that extensions add go before it
         rest = app.router.routes[:before]
-        mounts = [r for r in rest if type(r).__name__ == "Mount" and getattr(r, "path", None) in ("", "/")]
+        mounts = [r for r in rest if hasattr(getattr(r, "app", None), "get_blocks")]
         app.router.routes[:] = [r for r in rest if r not in mounts] + added + mounts
+
+
+def _forget_extension_modules(folders: list[str]) -> list[str]:
+    """Helper modules imported from extension folders, dropped so that a reload imports their current code (A1111
+    keeps them, a known trap: ljleb/prompt-fusion-extension#24)."""
+    import os
+    import sys
+    roots = tuple(os.path.realpath(f) + os.sep for f in folders)
+    gone = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.realpath(file).startswith(roots):
+            del sys.modules[name]
+            gone.append(name)
+    return gone
+
+
+def reload(rt, app=None) -> None:
+    """Reload UI (A1111's order): before_reload, script_unloaded (extensions undo their patches), the extensions are
+    listed again, their helper modules forgotten, every script re-executed with the callbacks cleared, settings and
+    the runners' scripts set up again. The caller then builds the page and calls app_started."""
+    script_callbacks.app_reload_callback()
+    script_callbacks.script_unloaded_callback()
+    previous = [e.path for e in extensions.active()]
+    exts = extensions.list_from_args(rt.args, rt.paths.extensions, extensions.BUILTIN_DIR, rt.paths.settings_file)
+    rt.extensions = exts
+    _forget_extension_modules(previous + [e.path for e in extensions.active()])
+    try:
+        from modules import gradio_compat
+        for ext in extensions.active():
+            gradio_compat.register_extension_root(ext.name, ext.path)
+    except ImportError:   # pragma: no cover
+        pass
+    scripts.load_scripts()
+    script_callbacks.ui_settings_callback()
+    for runner, is_img2img in ((scripts.scripts_txt2img, False), (scripts.scripts_img2img, True)):
+        runner.initialize_scripts(is_img2img)
+    log.info("Reload UI: %d scripts from %d extensions", len(scripts.scripts_data), len(extensions.active()))

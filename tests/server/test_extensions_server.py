@@ -18,7 +18,7 @@ from tests.support.server import make_data_dir, start_server
 SAMPLES = Path(__file__).resolve().parent.parent / "support" / "sample_extensions"
 
 
-@pytest.fixture(scope="module", params=[("--nowebui",)], ids=["nowebui"])
+@pytest.fixture(scope="module", params=[("--nowebui",), ()], ids=["nowebui", "ui"])
 def ext_server(request, tmp_path_factory, tiny_sd1):
     data = make_data_dir(tmp_path_factory.mktemp("ext-server"), tiny_sd1)
     for name in ("sample-recorder", "sample-broken"):
@@ -106,3 +106,27 @@ def test_image_saved_callbacks_fire_on_save(ext_server):
     seen = requests.get(f"{ext_server.url}/sample-recorder/events", timeout=10).json()
     assert "callback:before_image_saved" in seen and "callback:image_saved" in seen
     assert "callback:cfg_denoiser" in seen and "callback:model_loaded" in seen
+
+
+def test_reload_ui_reruns_scripts_with_callbacks_cleared(ext_server):
+    if ext_server.proc.args[-1] == "--nowebui":
+        pytest.skip("Reload UI rebuilds the page; API-only servers have none")
+    script = ext_server.data_dir / "extensions" / "sample-recorder" / "scripts" / "recorder.py"
+    original = script.read_text()
+    try:
+        script.write_text(original.replace('return "Recorder"', 'return "Recorder v2"'))
+        r = requests.post(f"{ext_server.url}/internal/reload-ui", timeout=120)
+        assert r.status_code == 200, r.text
+        assert "recorder v2" in get(ext_server, "scripts")["txt2img"]
+        events = requests.get(f"{ext_server.url}/sample-recorder/events", timeout=10).json()
+        # the route is served by the re-executed module: its event list started empty at the reload
+        assert "callback:before_reload" not in events and "callback:ui_settings" in events
+        log = (ext_server.data_dir / "extensions" / "sample-recorder" / "reload.log").read_text().split()
+        assert log == ["before_reload", "script_unloaded"]
+        assert events.count("callback:app_started") == 1
+        page = requests.get(ext_server.url + "/", timeout=30)
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+        r = txt2img(ext_server, alwayson_scripts={"Recorder v2": {"args": [True, " v2"]}})
+        assert r.status_code == 200 and "a red circle v2" in r.json()["info"]
+    finally:
+        script.write_text(original)

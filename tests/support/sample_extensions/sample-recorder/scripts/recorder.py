@@ -1,9 +1,13 @@
 """A sample A1111-style extension script (ours, for tests): an always-on script that records every method the
 runner calls, with the arguments it got, and edits prompts, seeds and the infotext; plus a callback for every
 category of modules.script_callbacks."""
+import os
+
 import gradio as gr
 
 from modules import script_callbacks, scripts
+
+EXTENSION_DIR = scripts.basedir()   # while this file loads: the extension's folder
 
 EVENTS = []     # (name, details) in calling order; tests read it through sys.modules["recorder.py"]
 
@@ -98,6 +102,9 @@ def _callback(category):
             args[0].append(f"sample {category}")
         if category == "infotext_pasted":
             args[1]["Recorder pasted"] = "yes"
+        if category in ("before_reload", "script_unloaded"):   # survives the module being replaced
+            with open(os.path.join(EXTENSION_DIR, "reload.log"), "a", encoding="utf-8") as f:
+                f.write(category + "\n")
     return fn
 
 
