@@ -259,9 +259,8 @@ def _construct(cls, *args, **kwargs):
             component = type.__call__(cls, *args, **kwargs)
         finally:
             _rebuilding.reset(token)
-    elif _building_update():
-        component = type.__call__(cls, *args, **kwargs)
-    elif not (_before or _after):
+        _add_classes(component)  # the rebuilt block replaces the page's one: same classes
+    elif _building_update() or not (_before or _after):
         component = type.__call__(cls, *args, **kwargs)
         _add_classes(component)
     else:
