@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from modules import git_cmd
@@ -285,3 +286,13 @@ def missing_requirements(ext: Extension, all_exts: list[Extension] | None = None
     """metadata.ini Requires entries that no enabled extension satisfies (``a|b``: either one); only reported."""
     enabled = {x.canonical_name for x in (extensions if all_exts is None else all_exts) if x.enabled}
     return [req for req in ext.metadata.requires if not any(alt in enabled for alt in req.split("|"))]
+
+
+def check_updates_all(exts: list[Extension] | None = None, timeout: float = 30.0, workers: int = 8) -> dict[str, str]:
+    """check_updates for many extensions at once (each with its own timeout, one status per row, so one slow or
+    broken remote never holds up the others); {name: status}."""
+    exts = [e for e in (extensions if exts is None else exts) if not e.is_builtin]
+    if not exts:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(exts)))) as pool:
+        return dict(zip([e.name for e in exts], pool.map(lambda e: e.check_updates(timeout), exts)))

@@ -261,6 +261,20 @@ def test_check_updates_unreachable_remote_is_unknown(dirs, remote_and_clone):
     assert status.startswith("unknown (") and not ext.can_update
 
 
+def test_check_updates_all_gives_one_status_per_extension(dirs, remote_and_clone):
+    user, builtin = dirs
+    _, _, clone = remote_and_clone
+    git("clone", "-q", str(clone), str(user / "broken-remote"), cwd=user)
+    git("remote", "set-url", "origin", str(user / "nowhere.git"), cwd=user / "broken-remote")
+    make_ext(user, "handmade")
+    make_ext(builtin, "inside")
+    extensions.list_extensions(user, builtin)
+    statuses = extensions.check_updates_all(timeout=20)
+    assert set(statuses) == {"broken-remote", "gitext", "handmade"}   # builtins are not checked
+    assert statuses["gitext"] == "latest" and statuses["handmade"] == "local"
+    assert statuses["broken-remote"].startswith("unknown (")
+
+
 def test_check_updates_hanging_remote_stops_at_the_timeout(dirs, remote_and_clone):
     """A server that accepts the connection and never answers: the check gives up after the timeout."""
     user, builtin = dirs
