@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from modules import extensions, script_callbacks, scripts
+from modules import extensions, gradio_compat, script_callbacks, scripts
 from modules.options import OptionInfo
 
 log = logging.getLogger("sd.extensions")
@@ -44,14 +44,10 @@ def start(rt) -> list:
             if missing:
                 log.warning("extension %s requires %s, which is not installed or not enabled", ext.name,
                             ", ".join(missing))
-    try:
-        from modules import gradio_compat
-        gradio_compat.install()
-        gradio_compat.add_component_listener(before=scripts.component_before, after=scripts.component_after)
-        for ext in extensions.active():
-            gradio_compat.register_extension_root(ext.name, ext.path)
-    except ImportError:   # pragma: no cover - the shims ship with the UI
-        log.warning("Gradio compatibility layer missing; Gradio 3 extension UIs will fail")
+    gradio_compat.install()
+    gradio_compat.add_component_listener(before=scripts.component_before, after=scripts.component_after)
+    for ext in extensions.active():
+        gradio_compat.register_extension_root(ext.name, ext.path)
     from modules import shared
     shared.bind(rt)
     t1 = time.perf_counter()
@@ -103,6 +99,7 @@ def app_started(demo, app) -> None:
     # after a Reload UI the callbacks add their routes again: the old ones (bound to the old modules) go first
     app.router.routes[:] = [r for r in app.router.routes if r not in _extension_routes]
     _extension_routes.clear()
+    gradio_compat.report()   # one line per extension naming the Gradio 3 idioms it needed
     before = len(app.router.routes)
     script_callbacks.app_started_callback(demo, app)
     added = app.router.routes[before:]
@@ -139,12 +136,8 @@ def reload(rt, app=None) -> None:
     exts = extensions.list_from_args(rt.args, rt.paths.extensions, extensions.BUILTIN_DIR, rt.paths.settings_file)
     rt.extensions = exts
     _forget_extension_modules(previous + [e.path for e in extensions.active()])
-    try:
-        from modules import gradio_compat
-        for ext in extensions.active():
-            gradio_compat.register_extension_root(ext.name, ext.path)
-    except ImportError:   # pragma: no cover
-        pass
+    for ext in extensions.active():
+        gradio_compat.register_extension_root(ext.name, ext.path)
     scripts.load_scripts()
     script_callbacks.ui_settings_callback()
     for runner, is_img2img in ((scripts.scripts_txt2img, False), (scripts.scripts_img2img, True)):

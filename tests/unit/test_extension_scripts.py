@@ -24,12 +24,9 @@ def loaded(tmp_path_factory):
     for name in ("sample-recorder", "sample-broken"):
         shutil.copytree(SAMPLES / name, root / "extensions" / name)
     extensions.list_extensions(root / "extensions", root / "no-builtins")
-    try:
-        from modules import gradio_compat
-        gradio_compat.install()
-        gradio_compat.add_component_listener(before=scripts.component_before, after=scripts.component_after)
-    except ImportError:
-        gradio_compat = None
+    from modules import gradio_compat
+    gradio_compat.install()
+    gradio_compat.add_component_listener(before=scripts.component_before, after=scripts.component_after)
     scripts.load_scripts()
     for runner, is_img2img in ((scripts.scripts_txt2img, False), (scripts.scripts_img2img, True)):
         runner.initialize_scripts(is_img2img)
@@ -38,8 +35,7 @@ def loaded(tmp_path_factory):
             gr.Slider(label="Width", elem_id=f"{'img2img' if is_img2img else 'txt2img'}_width")
             runner.setup_ui()
     yield sys.modules["recorder.py"]
-    if gradio_compat:
-        gradio_compat.remove_component_listener(before=scripts.component_before, after=scripts.component_after)
+    gradio_compat.remove_component_listener(before=scripts.component_before, after=scripts.component_after)
     extensions.list_extensions(root / "none", root / "none")
     scripts.load_scripts()
     for runner, is_img2img in ((scripts.scripts_txt2img, False), (scripts.scripts_img2img, True)):
@@ -112,7 +108,7 @@ def test_runners_sort_scripts_and_build_the_argument_vector(loaded):
     assert rec.elem_id("enabled") == "script_txt2img_recorder_enabled"
     # component hooks saw the tab's components while its runner was current
     seen = [d["elem_id"] for n, d in loaded.EVENTS if n in ("before_component", "after_component")]
-    assert "txt2img_prompt" in seen and "img2img_width" in seen  # needs gradio_compat
+    assert "txt2img_prompt" in seen and "img2img_width" in seen
 
 
 def test_every_method_fires_in_a1111_order_and_the_script_edits_the_run(loaded, model):
