@@ -231,6 +231,8 @@ def _hook_kwargs(cls, args: tuple, kwargs: dict) -> dict:
 
 
 def _add_classes(component) -> None:
+    if not hasattr(component, "elem_classes"):
+        return
     try:
         name = component.get_block_name()
     except Exception:  # noqa: BLE001 - a broken subclass keeps its own classes
@@ -260,7 +262,9 @@ def _construct(cls, *args, **kwargs):
         finally:
             _rebuilding.reset(token)
         _add_classes(component)  # the rebuilt block replaces the page's one: same classes
-    elif _building_update() or not (_before or _after):
+    elif _building_update():  # made in an event function: an update carrier, not a block of the page
+        component = type.__call__(cls, *args, **kwargs)
+    elif not (_before or _after):
         component = type.__call__(cls, *args, **kwargs)
         _add_classes(component)
     else:
