@@ -143,11 +143,31 @@ def conflict_reason(output: str) -> tuple[str, list[str]]:
             m = re.match(r"The user requested \(constraint\) (\S+)", line.strip())
             if m:
                 pins.append(m.group(1))
+    if not causes:
+        mismatch = pinned_mismatch(output)
+        if mismatch:
+            return mismatch
     return "; ".join(causes) or "conflicting dependencies", sorted(set(pins))
 
 
+NO_MATCH_RE = re.compile(r"No matching distribution found for ([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?([^\n]*)")
+
+
+def pinned_mismatch(output: str) -> tuple[str, list[str]] | None:
+    """pip's other way of refusing a pin: with the constraints in force, every version of a pinned package but ours
+    is invisible, so a dependency asking for another version reads "No matching distribution found for
+    transformers[torch]<5; extra == "magicprompt"" instead of a ResolutionImpossible report."""
+    pins = pins_from(os.environ.get("PIP_CONSTRAINT"))
+    for m in NO_MATCH_RE.finditer(output):
+        pin = pins.get(canonical(m.group(1)))
+        if pin:
+            wanted = (m.group(1) + (m.group(2) or "") + m.group(3)).strip()
+            return f"{wanted} conflicts with the pinned {pin}", [pin]
+    return None
+
+
 def is_conflict(output: str) -> bool:
-    return any(marker in output for marker in CONFLICT_MARKERS)
+    return any(marker in output for marker in CONFLICT_MARKERS) or pinned_mismatch(output) is not None
 
 
 def install_piecewise(pre: list[str], options: list[str], reqs: list[str], first=None) -> tuple[int, dict]:

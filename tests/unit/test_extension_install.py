@@ -204,3 +204,19 @@ def test_timeout_setting():
     assert ei.timeout_from(parse(["--extension-install-timeout", "30"], env={})) == 30
     with pytest.raises(ValueError, match="more than 0 seconds"):
         ei.timeout_from(parse(["--extension-install-timeout", "0"], env={}))
+
+
+def test_a_pin_refused_as_no_matching_distribution_is_a_conflict(tmp_path, monkeypatch):
+    """With the constraints in force pip may report a pinned package as "No matching distribution" (seen with the
+    real sd-dynamic-prompts install: its magicprompt extra wants transformers<5) instead of ResolutionImpossible."""
+    from modules import pip_front
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("transformers==5.23.0\n")
+    monkeypatch.setenv("PIP_CONSTRAINT", str(constraints))
+    output = ("ERROR: Could not find a version that satisfies the requirement transformers[torch]<5; "
+              "extra == \"magicprompt\" (from dynamicprompts[attentiongrabber,magicprompt]) (from versions: 5.23.0)\n"
+              "ERROR: No matching distribution found for transformers[torch]<5; extra == \"magicprompt\"\n")
+    assert pip_front.is_conflict(output)
+    reason, pins = pip_front.conflict_reason(output)
+    assert pins == ["transformers==5.23.0"] and 'transformers[torch]<5; extra == "magicprompt"' in reason
+    assert not pip_front.is_conflict("ERROR: No matching distribution found for leftpad-nonexistent>=9\n")
