@@ -260,11 +260,12 @@ class FilenameGenerator:
 
 
 def get_next_sequence_number(path: str, basename: str) -> int:
-    """The number after the highest `NNNNN-…` (or `<basename>-NNNN…`) file in `path`."""
+    """The number after the highest `NNNNN-…` (or `<basename>-NNNN…`) file in `path` (files only: A1111 also
+    counted the date folders beside them, so a '2024-05-01' folder made the next image 02025)."""
     result = -1
     prefix = f"{basename}-" if basename != "" else ""
     for name in os.listdir(path):
-        if name.startswith(prefix):
+        if name.startswith(prefix) and os.path.isfile(os.path.join(path, name)):
             first = os.path.splitext(name[len(prefix):])[0].split("-")[0]
             if first.isdigit():
                 result = max(int(first), result)
