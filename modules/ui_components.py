@@ -1,4 +1,4 @@
-"""A1111's `modules.ui_components`: small Gradio subclasses extensions import (ToolButton, FormRow, InputAccordion, ...).
+"""A1111's `modules.ui_components`: Gradio subclasses extensions import (ToolButton, FormRow, InputAccordion, ...).
 
 Each returns its Gradio base's block name from get_block_name(): the frontend picks its widget by that name, and the
 `gradio-<name>` CSS class follows it. The Gradio 3 shims are installed first: without them Gradio would write a .pyi

@@ -29,7 +29,8 @@ def config_of(demo: gr.Blocks, component) -> dict:
 
 def run_event(demo: gr.Blocks, dependency, *inputs):
     """Runs one event of `demo` the way the server does (preprocess, fn, postprocess) and returns its outputs."""
-    return asyncio.run(demo.process_api(block_fn=dependency["id"], inputs=list(inputs), state=SessionState(demo)))["data"]
+    answer = asyncio.run(demo.process_api(block_fn=dependency["id"], inputs=list(inputs), state=SessionState(demo)))
+    return answer["data"]
 
 
 def load_like_a1111(path):
@@ -144,8 +145,8 @@ def test_gr_inputs_and_outputs_build_gradio_6_components():
         slider = gr.inputs.Slider(0, 10, 1, 5, "Strength")
         textbox = gr.inputs.Textbox(lines=3, default="hi", label="Text", optional=True)
         out = gr.outputs.Textbox(label="Result")
-    assert isinstance(slider, gr.Slider) and (slider.minimum, slider.maximum, slider.step, slider.value) == (0, 10, 1, 5)
-    assert slider.label == "Strength"
+    assert isinstance(slider, gr.Slider) and slider.label == "Strength"
+    assert (slider.minimum, slider.maximum, slider.step, slider.value) == (0, 10, 1, 5)
     assert isinstance(textbox, gr.Textbox) and textbox.lines == 3 and textbox.value == "hi"
     assert isinstance(out, gr.Textbox) and out.label == "Result"
     with pytest.raises(TypeError, match="at most 2 positional"):
