@@ -36,8 +36,9 @@ def create_app(args):
         extension_host.build_api_defaults()
     else:
         from modules.ui import app as ui_app
-        from modules.ui import localization_ui
+        from modules.ui import file_route, localization_ui
         localization_ui.mount_routes(app, rt, args.subpath)  # before Gradio's mount, which takes every path
+        file_route.mount(app, rt, args.subpath)
         _mount_reload_route(app, rt, args)
         demo = mount_ui(app, rt, args, ui_app.build(rt))
     extension_host.app_started(demo, app)
@@ -50,11 +51,11 @@ def mount_ui(app, rt, args, demo):
     import gradio as gr
 
     from modules.ui import app as ui_app
-    from modules.ui import localization_ui
+    from modules.ui import page_assets
     demo.queue(default_concurrency_limit=None)
     auth = _read_auth(args) if args.gradio_auth or args.gradio_auth_path else None
     gr.mount_gradio_app(app, demo, path=args.subpath or "/", auth=auth, css=ui_app.CSS, js=ui_app.JS,
-                        head=localization_ui.head(args.subpath),
+                        head=page_assets.head(rt, args.subpath),
                         allowed_paths=[str(rt.paths.outputs)], footer_links=["api"] if args.api else [],
                         server_name=_host(args), server_port=args.port)
     app.state.demo = demo

@@ -12,7 +12,7 @@ from modules.models.loader import native_resolution
 from modules.models.manager import NO_MODEL_MESSAGE
 from modules.ui import common, extras_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab
 from modules.ui import extensions_tab
-from modules.ui import localization_ui, quicksettings
+from modules.ui import localization_ui, page_assets, quicksettings
 
 log = logging.getLogger("sd.ui")
 
@@ -49,6 +49,7 @@ def build(rt) -> gr.Blocks:
             language = localization_ui.switch(rt)
         banner = gr.Markdown(NO_MODEL_MESSAGE, visible=not rt.registry.checkpoints, elem_id="no_model_banner")
         status = gr.HTML(elem_id="checkpoint_status")
+        settings_json = page_assets.settings_json(rt)  # A1111's #settings_json: the page's `opts`
         localization_errors = localization_ui.errors_box(rt)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"), common.scripts_tab(False):
@@ -94,6 +95,7 @@ def build(rt) -> gr.Blocks:
                          [status, t2i["width"], t2i["height"], i2i["width"], i2i["height"]])
         refresh.click(do_refresh, None, [checkpoint, banner, quick["controls"]["sd_vae"]])
         quicksettings.wire(rt, demo, quick, status, settings)
+        page_assets.wire_settings_json(rt, settings_json, settings, quick)
         localization_ui.wire(rt, demo, language, status, localization_errors, settings)
         demo.load(lambda: gr.update(choices=rt.registry.titles(), value=_current_title(rt)), None, checkpoint)
 
