@@ -23,6 +23,11 @@ HIDDEN = {"sd_model_checkpoint", "sd_checkpoint_hash"}  # the checkpoint is chos
 _LIMIT_ARGS = ("minimum", "maximum", "step", "choices")
 
 
+def _hidden_section(info) -> bool:
+    """A1111 leaves settings whose section id is None off the page (kept for scripts and the API)."""
+    return info.section is not None and info.section[0] is None
+
+
 def _plain(text: str) -> str:
     """An OptionInfo comment (HTML) as the plain text Gradio shows under a label."""
     return html.unescape(re.sub(r"<[^>]+>", "", text or "")).strip()
@@ -129,7 +134,7 @@ def _with_refresh(key: str, info, make):
 
 def build(rt) -> dict:
     opts = rt.options
-    shown = [k for k in opts.info if k not in HIDDEN]
+    shown = [k for k, i in opts.info.items() if k not in HIDDEN and not _hidden_section(i)]
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
         reload = gr.Button("Reload UI", elem_id="settings_restart_gradio")

@@ -33,6 +33,7 @@ def on_ui_settings():
         "tac_words": shared.OptionInfo("", "Extra words", refresh=lambda: None),
         "tac_note": shared.OptionHTML("Read the <b>wiki</b>."),
     }))
+    shared.opts.add_option("tac_internal", shared.OptionInfo(1, "Internal", section=(None, "Hidden")))
 
 
 def test_extension_settings_show_with_a1111_ids_and_apply(rt, tmp_path):
@@ -49,6 +50,7 @@ def test_extension_settings_show_with_a1111_ids_and_apply(rt, tmp_path):
     assert shown["tac_maxResults"].info == "(per query)"
     assert isinstance(shown["tac_mode"], gr.Radio) and [c[1] for c in shown["tac_mode"].choices] == ["fast", "thorough"]
     assert isinstance(shown["tac_note"], gr.HTML) and "tac_note" not in page["components"]
+    assert "tac_internal" not in shown and shared.opts.tac_internal == 1   # section id None: not on the page
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     assert {"settings_tac", "setting_tac_words", "refresh_tac_words"} <= ids
     tab = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "settings_tac")
