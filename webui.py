@@ -59,6 +59,8 @@ def mount_ui(app, rt, args, demo):
                         allowed_paths=[str(rt.paths.outputs)], footer_links=["api"] if args.api else [],
                         server_name=_host(args), server_port=args.port)
     app.state.demo = demo
+    from modules import shared
+    shared.demo = demo   # A1111's extensions reach the page object here
     return demo
 
 
@@ -108,10 +110,12 @@ def _host(args) -> str:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        args = cmd_args.parse(argv)
+        args = cmd_args.parse(argv, preload=True)   # extensions' preload.py add their flags first
     except cmd_args.FlagError as exc:
         print(exc.code, file=sys.stderr)
         sys.exit(2)
+    from modules import net_policy
+    net_policy.configure(args.github_mirror)
     if args.share:
         print("--share needs the internet to reach gradio's share servers; it is not supported. Use --listen.",
               file=sys.stderr)

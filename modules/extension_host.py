@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from modules import extensions, gradio_compat, script_callbacks, scripts
+from modules import a1111_defaults, extension_install, extensions, gradio_compat, script_callbacks, scripts
 from modules.options import OptionInfo
 
 log = logging.getLogger("sd.extensions")
@@ -33,11 +33,20 @@ def _register_settings(rt) -> None:
                                                       choices=list(extensions.DISABLE_ALL_CHOICES)))
 
 
+def _list(rt) -> list:
+    """The extensions as the settings and flags say, with what their last install.py run left (errors; an extension
+    whose requirements could not be installed at all stays off for this run)."""
+    exts = extensions.list_from_args(rt.args, rt.paths.extensions, extensions.BUILTIN_DIR, rt.paths.settings_file)
+    extension_install.apply_results(exts, rt.paths.cache)
+    rt.extensions = exts
+    return exts
+
+
 def start(rt) -> list:
     t0 = time.perf_counter()
     _register_settings(rt)
-    exts = extensions.list_from_args(rt.args, rt.paths.extensions, extensions.BUILTIN_DIR, rt.paths.settings_file)
-    rt.extensions = exts
+    a1111_defaults.register(rt.options)   # settings every A1111 install has, which extensions read
+    exts = _list(rt)
     for ext in exts:
         if ext.enabled:
             missing = extensions.missing_requirements(ext, exts)
@@ -133,8 +142,7 @@ def reload(rt, app=None) -> None:
     script_callbacks.app_reload_callback()
     script_callbacks.script_unloaded_callback()
     previous = [e.path for e in extensions.active()]
-    exts = extensions.list_from_args(rt.args, rt.paths.extensions, extensions.BUILTIN_DIR, rt.paths.settings_file)
-    rt.extensions = exts
+    _list(rt)
     _forget_extension_modules(previous + [e.path for e in extensions.active()])
     for ext in extensions.active():
         gradio_compat.register_extension_root(ext.name, ext.path)

@@ -171,7 +171,12 @@ class StableDiffusionProcessing:
 
     @property
     def prompt_for_display(self) -> str:
-        return self.prompt
+        """What the UI shows as the prompt; scripts that rewrite prompts set it (sd-dynamic-prompts does)."""
+        return getattr(self, "_prompt_for_display", None) or self.prompt
+
+    @prompt_for_display.setter
+    def prompt_for_display(self, value) -> None:
+        self._prompt_for_display = value
 
     def apply_styles(self, prompts: list[str], negatives: list[str]) -> tuple[list[str], list[str]]:
         if not self.styles or self.prompt_styles is None:

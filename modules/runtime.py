@@ -182,7 +182,8 @@ class Runtime:
             clip_skip=p.clip_skip or view.CLIP_stop_at_last_layers, ensd=view.eta_noise_seed_delta,
             randn_source=view.randn_source,
             preview_every=view.show_progress_every_n_steps if view.live_previews_enable else 0,
-            use_old_scheduling=bool(view.get("use_old_scheduling", False)))
+            use_old_scheduling=bool(view.get("use_old_scheduling", False)),
+            extra_noise=float(view.get("img2img_extra_noise", 0.0) or 0.0))
 
     @property
     def params_file(self) -> Path:

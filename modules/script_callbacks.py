@@ -93,7 +93,15 @@ def _add(category: str, fn: Callable, name: str | None) -> None:
     candidate, n = unique, 1
     while candidate in taken:
         candidate, n = f"{unique}-{n}", n + 1
-    callback_map[f"callbacks_{category}"].append(ScriptCallback(script, fn, candidate))
+    callback = ScriptCallback(script, fn, candidate)
+    callback_map[f"callbacks_{category}"].append(callback)
+    if category == "ui_settings" and _settings_done:
+        # Registered after the settings were collected (sd-dynamic-prompts before its fix #760 does it in its
+        # Script's __init__, which A1111 1.9+ runs after ui_settings and so loses the settings): run it now.
+        try:
+            fn()
+        except Exception:
+            report_exception(callback, category)
 
 
 def ordered(category: str) -> list[ScriptCallback]:
@@ -170,8 +178,13 @@ def ui_train_tabs_callback(params: UiTrainTabParams) -> None:
     _fire("ui_train_tabs", params)
 
 
+_settings_done = False
+
+
 def ui_settings_callback() -> None:
+    global _settings_done
     _fire("ui_settings")
+    _settings_done = True
 
 
 def before_image_saved_callback(params: ImageSaveParams) -> None:
@@ -340,8 +353,10 @@ def on_before_token_counter(callback, *, name=None):
 
 # --- removal --------------------------------------------------------------------------------------------------
 def clear_callbacks() -> None:
+    global _settings_done
     for callbacks in callback_map.values():
         callbacks.clear()
+    _settings_done = False
 
 
 def remove_current_script_callbacks() -> None:

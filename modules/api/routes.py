@@ -168,7 +168,7 @@ def create_router(rt, deps: list) -> APIRouter:
         for key, value in body.items():  # validate everything before changing anything
             rt.options.validate(key, value)
         for key, value in body.items():
-            rt.options.set(key, value)
+            rt.options.set(key, value, is_api=True)
         return None
 
     @r.get("/cmd-flags")
