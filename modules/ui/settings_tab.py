@@ -132,6 +132,16 @@ def _with_refresh(key: str, info, make):
     return control
 
 
+RELOAD_UI_JS = """
+async () => {
+  const base = location.href.replace(/[?#].*$/, '').replace(/\\/?$/, '/');
+  const r = await fetch(new URL('internal/reload-ui', base), {method: 'POST'});
+  if (!r.ok) { alert('Reload UI failed: ' + r.status + ' ' + (await r.text())); return; }
+  location.reload();
+}
+"""
+
+
 def build(rt) -> dict:
     opts = rt.options
     shown = [k for k, i in opts.info.items() if k not in HIDDEN and not _hidden_section(i)]
@@ -167,5 +177,7 @@ def build(rt) -> dict:
         return text + (common.error_html("; ".join(errors)) if errors else "")
 
     applied = apply.click(save, [controls[k] for k in keys], result)
-    reload.click(None, None, None, js="() => { location.reload(); }")
+    # A1111's Reload UI: the server re-runs the extensions' scripts and rebuilds the page (webui.py,
+    # /internal/reload-ui, relative to the page so that --subpath works), then the browser loads the new page
+    reload.click(None, None, None, js=RELOAD_UI_JS)
     return {"components": {k: controls[k] for k in keys}, "applied": applied, "save": save, "shown": controls}
