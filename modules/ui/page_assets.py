@@ -96,9 +96,10 @@ def settings_json_text(rt, overlay: dict | None = None) -> str:
 
 def settings_json(rt) -> gr.Textbox:
     """The hidden box holding the settings as JSON (A1111's #settings_json): the page script reads it into `opts`
-    and watches it for changes. A textarea (lines > 1), as A1111 extensions look for one."""
+    and watches it for changes. A textarea (lines > 1), as A1111 extensions look for one; nothing in it is
+    translated (sd-no-translate)."""
     return gr.Textbox(lambda: settings_json_text(rt), elem_id=SETTINGS_JSON_ID, lines=2, visible="hidden",
-                      show_label=False, interactive=False)
+                      show_label=False, interactive=False, elem_classes=["sd-no-translate"])
 
 
 def wire_settings_json(rt, box: gr.Textbox, settings: dict, quick: dict) -> None:
