@@ -47,7 +47,9 @@ def test_listing_endpoints(ext_server):
     assert tiler["args"][0]["minimum"] == 1 and tiler["args"][0]["maximum"] == 4
     exts = {e["name"]: e for e in get(ext_server, "extensions")}
     assert exts["sample-recorder"]["enabled"] is True and not exts["sample-recorder"]["errors"]
-    assert "fails on purpose at import" in exts["sample-broken"]["errors"]["import"]
+    broken = exts["sample-broken"]["errors"]
+    assert "fails on purpose at import" in broken["import"]
+    assert "ui() fails on purpose" in broken["ui"]       # its controls are missing, the page and API work
 
 
 def test_alwayson_script_by_position_and_by_label(ext_server):

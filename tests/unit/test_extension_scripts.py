@@ -81,7 +81,7 @@ def names(events):
 
 def test_loading_registers_scripts_callbacks_and_reports_the_broken_file(loaded):
     titles = [d.script_class.__name__ for d in scripts.scripts_data]
-    assert {"Recorder", "Tiler", "BrokenHook"} <= set(titles)
+    assert {"Recorder", "Tiler", "BrokenHook", "BrokenUi"} <= set(titles)
     assert any("broken_import.py" in path for path, _ in scripts.load_errors)
     broken = next(e for e in extensions.extensions if e.name == "sample-broken")
     assert "fails on purpose at import" in broken.errors["import"]
@@ -95,7 +95,7 @@ def test_loading_registers_scripts_callbacks_and_reports_the_broken_file(loaded)
 
 def test_runners_sort_scripts_and_build_the_argument_vector(loaded):
     t2i, i2i = scripts.scripts_txt2img, scripts.scripts_img2img
-    assert [s.title() for s in t2i.alwayson_scripts] == ["Broken hook", "Recorder"]
+    assert [s.title() for s in t2i.alwayson_scripts] == ["Broken hook", "Broken ui", "Recorder"]
     assert [s.title() for s in t2i.selectable_scripts] == []
     assert [s.title() for s in i2i.selectable_scripts] == ["Sample tiler"]
     rec = t2i.find_by_title("recorder")
