@@ -95,7 +95,8 @@ def build(rt) -> gr.Blocks:
                          [status, t2i["width"], t2i["height"], i2i["width"], i2i["height"]])
         refresh.click(do_refresh, None, [checkpoint, banner, quick["controls"]["sd_vae"]])
         quicksettings.wire(rt, demo, quick, status, settings)
-        page_assets.wire_settings_json(rt, settings_json, settings, quick)
+        page_assets.wire_settings_json(rt, settings_json, settings,
+                                       {**quick["controls"], "sd_model_checkpoint": checkpoint})
         localization_ui.wire(rt, demo, language, status, localization_errors, settings)
         demo.load(lambda: gr.update(choices=rt.registry.titles(), value=_current_title(rt)), None, checkpoint)
 

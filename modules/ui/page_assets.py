@@ -84,7 +84,9 @@ def head(rt, subpath: str | None = None) -> str:
     parts += [_script(web_path(f), data_sd="extension-script") for f in extension_files(exts, "javascript", ".js")]
     parts += [_script(web_path(f), type="module", data_sd="extension-module")
               for f in extension_files(exts, "javascript", ".mjs")]
-    parts.append(_script(web_path(SCRIPTS_DONE_JS), data_sd="scripts-done"))
+    # onerror: should it fail to load, onUiLoaded must still fire
+    parts.append(_script(web_path(SCRIPTS_DONE_JS), data_sd="scripts-done",
+                         onerror="window.sdA1111 && window.sdA1111.scriptsDone()"))
     return "\n".join(parts)
 
 
@@ -102,13 +104,13 @@ def settings_json(rt) -> gr.Textbox:
                       show_label=False, interactive=False, elem_classes=["sd-no-translate"])
 
 
-def wire_settings_json(rt, box: gr.Textbox, settings: dict, quick: dict) -> None:
-    """Keeps #settings_json current: after Settings → Apply, and when a top-bar setting is changed (with the value
-    picked, so the page does not wait for the change to be saved)."""
+def wire_settings_json(rt, box: gr.Textbox, settings: dict, controls: dict) -> None:
+    """Keeps #settings_json current: after Settings → Apply, and when a top-bar control (setting key → component)
+    is changed, with the value picked, so the page does not wait for the change to be saved."""
     applied = settings.get("applied")
     if applied is not None:
         applied.then(lambda: settings_json_text(rt), None, box, show_progress="hidden")
-    for key, control in quick.get("controls", {}).items():
+    for key, control in controls.items():
         control.input(lambda value, k=key: settings_json_text(rt, _checked(rt, k, value)), control, box,
                       show_progress="hidden", queue=False)
 

@@ -35,6 +35,7 @@ onUiLoaded(() => {
   out.textContent = "prompt box found: " + !!prompt;
   document.body.appendChild(out);
 });
+onOptionsAvailable(() => { window.sampleExt.optionsAvailable = Object.keys(opts).length; });
 onAfterUiUpdate(() => { window.sampleExt.afterUpdates += 1; });
 onUiTabChange(() => { window.sampleExt.tabChanges += 1; });
 onOptionsChanged(() => {
@@ -115,6 +116,7 @@ def test_scripts_and_styles_in_a1111_order(ext_server):
         assert seen["samplesSave"] is True and seen["optionCount"] >= 15
         assert seen["checkpoint"] == "" or "demo-shapes" in seen["checkpoint"]
         assert page.evaluate("opts.disabled_extensions") == ["off-ext"]
+        assert page.evaluate("window.sampleExt.optionsAvailable") == seen["optionCount"]
 
         # style sheets: the extension's, then user.css, after every style sheet Gradio has loaded
         sheets = page.evaluate("() => Array.from(document.styleSheets).map(s => s.href || '')")
@@ -173,6 +175,17 @@ def test_globals_follow_tabs_and_settings(ext_server):
         page.wait_for_function("() => get_tab_index('mode_img2img') === 2")
         page.evaluate("switch_to_txt2img()")
         page.wait_for_function("() => get_uiCurrentTabContent().id === 'tab_txt2img'")
+        assert page.evaluate("""() => [uiElementIsVisible(document.getElementById('txt2img_generate')),
+                                       uiElementIsVisible(document.getElementById('img2img_generate'))]""") == \
+            [True, False]
+
+        # updateInput(): a value set by script reaches Gradio (the token counter follows the prompt)
+        page.evaluate("""() => { const box = gradioApp().querySelector('#txt2img_prompt > label > textarea');
+                                 box.value = 'one two three'; updateInput(box); }""")
+        page.wait_for_function("() => document.getElementById('txt2img_token_counter').innerText.trim() === '3/75'")
+        page.locator("#txt2img_seed input").fill("5")
+        page.evaluate("setRandomSeed('txt2img_seed')")
+        assert page.locator("#txt2img_seed input").input_value() == "-1"
 
         # a top-bar setting changed: opts follows and onOptionsChanged fires
         before = page.evaluate("window.sampleExt.optionsChanged")
