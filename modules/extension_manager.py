@@ -189,10 +189,12 @@ class ApplyResult:
 
 
 def apply(args, options, exts, enabled_names, disable_all: str = "none", update_names=(),
-          update_timeout: float = UPDATE_TIMEOUT) -> ApplyResult:
+          update_timeout: float = UPDATE_TIMEOUT, shown_names=None) -> ApplyResult:
     """Save ``disabled_extensions`` (every listed extension not in ``enabled_names``) and ``disable_all_extensions``
     into config.json, then bring the extensions ticked for update to their remote branch. Updates that fail are
-    reported; the settings are saved either way. The caller restarts the server afterwards."""
+    reported; the settings are saved either way. The caller restarts the server afterwards. ``shown_names``: the
+    extensions the user could tick (a page opened before an install lacks the new one); the others keep their
+    setting."""
     check_access(args)
     if disable_all not in extensions.DISABLE_ALL_CHOICES:
         raise ValueError(f"disable all extensions must be one of {', '.join(extensions.DISABLE_ALL_CHOICES)} "
@@ -202,7 +204,9 @@ def apply(args, options, exts, enabled_names, disable_all: str = "none", update_
     unknown = sorted((enabled_names | set(update_names or ())) - known)
     if unknown:
         raise ValueError(f"unknown extension(s) {', '.join(unknown)}; installed: {', '.join(sorted(known))}")
-    disabled = [ext.name for ext in exts if ext.name not in enabled_names]
+    shown = known if shown_names is None else set(shown_names)
+    disabled = [ext.name for ext in exts
+                if (ext.name not in enabled_names if ext.name in shown else not ext.enabled_in_settings)]
     options.set("disabled_extensions", disabled, save=False)
     options.set("disable_all_extensions", disable_all, save=False)
     options.save()

@@ -109,7 +109,7 @@ def build_tab(rt) -> dict:
             with gr.Tab("Installed", id="extensions_installed", elem_id="tab_extensions_installed"):
                 installed = _installed(rt, exts, message)
             with gr.Tab("Available", id="extensions_available", elem_id="tab_extensions_available"):
-                available = _available(rt, exts, message)
+                available = _available(rt, exts, message, installed)
             with gr.Tab("Install from URL", id="extensions_from_url", elem_id="tab_extensions_from_url"):
                 from_url = _from_url(rt, exts, message, installed)
     return {"gate": gate, "message": message, **installed, **available, **from_url}
@@ -123,42 +123,46 @@ def _installed(rt, exts, message) -> dict:
     with gr.Row():
         apply = gr.Button("Apply and restart UI", variant="primary", elem_id="extensions_apply")
         check = gr.Button("Check for updates", elem_id="extensions_check")
+    # Values as of this start (every change of the settings restarts the server, which builds the page again); an
+    # install updates the page itself, and `shown` tells Apply which extensions this page could tick.
     disable_all = gr.Radio(list(extensions.DISABLE_ALL_CHOICES), label="Disable all extensions",
-                           value=lambda: rt.options.get("disable_all_extensions"), elem_id="extensions_disable_all")
-    enabled = gr.CheckboxGroup(_names(exts), value=lambda: [e.name for e in exts if e.enabled_in_settings],
+                           value=rt.options.get("disable_all_extensions"), elem_id="extensions_disable_all")
+    enabled = gr.CheckboxGroup(_names(exts), value=[e.name for e in exts if e.enabled_in_settings],
                                label="Enabled extensions (untick to disable after the restart)",
                                elem_id="extensions_enabled", elem_classes=["sd-names"])
     update = gr.CheckboxGroup([], value=[], label="Update on Apply (extensions with new commits)",
                               elem_id="extensions_update", elem_classes=["sd-names"])
-    table = gr.HTML(lambda: installed_html(exts), elem_id="extensions_installed_table")
+    table = gr.HTML(installed_html(exts), elem_id="extensions_installed_table")
+    shown = gr.State(_names(exts))
 
-    def do_apply(enabled_names, mode, update_names):
+    def do_apply(enabled_names, mode, update_names, shown_names):
         try:
-            result = extension_manager.apply(rt.args, rt.options, exts, enabled_names, mode, update_names)
+            result = extension_manager.apply(rt.args, rt.options, exts, enabled_names, mode, update_names,
+                                             shown_names=shown_names)
         except (extension_manager.AccessDenied, ValueError) as exc:   # OptionError is a ValueError
-            return common.error_html(str(exc))
+            return _failed("Apply and restart UI", exc)
         extension_manager.schedule_restart()
-        log.info("extensions: %s; restarting", result.message())
+        log.info("extensions: %s Restarting.", result.message())
         return f'<div class="sd-info" data-restarting="1">{_esc(result.message())} Restarting the server…</div>'
 
     def do_check():
         try:
             statuses = extension_manager.check_updates(rt.args, exts)
         except extension_manager.AccessDenied as exc:
-            return common.error_html(str(exc)), gr.skip(), gr.skip()
+            return _failed("Check for updates", exc), gr.skip(), gr.skip()
         updatable = [e.name for e in exts if e.can_update]
         counts = sum(1 for s in statuses.values() if s in ("new commits", "behind HEAD"))
         return (_message(f"Checked {len(statuses)} extension(s): {counts} can be updated."), installed_html(exts),
                 gr.update(choices=updatable, value=updatable))
 
-    apply.click(do_apply, [enabled, disable_all, update], message).then(
+    apply.click(do_apply, [enabled, disable_all, update, shown], message).then(
         None, message, None, js=_WAIT_FOR_RESTART_JS % extension_manager.BOOT_ID)
     check.click(do_check, None, [message, table, update])
     return {"apply": apply, "check": check, "disable_all": disable_all, "enabled": enabled, "update": update,
-            "table": table}
+            "table": table, "shown": shown}
 
 
-def _available(rt, exts, message) -> dict:
+def _available(rt, exts, message, installed: dict) -> dict:
     with gr.Row():
         index_url = gr.Textbox(extension_index.default_url(), label="Extension index URL", scale=4,
                                elem_id="extensions_index_url")
@@ -188,38 +192,53 @@ def _available(rt, exts, message) -> dict:
         try:
             index = extension_index.load(rt.args, url)
         except (extension_manager.AccessDenied, extension_index.IndexLoadError) as exc:
-            return common.error_html(str(exc)), None, gr.skip(), "", gr.update(choices=[], value=None)
-        shown, picker = show(index, search_text, hidden, order)
+            return _failed("Load the index", exc), None, gr.skip(), "", gr.update(choices=[], value=None)
+        rows, picker = show(index, search_text, hidden, order)
         note = _message(f"Loaded {len(index.entries)} extension(s) from {index.url}.")
-        return note, index, gr.update(choices=extension_index.tag_choices(index)), shown, picker
+        return note, index, gr.update(choices=extension_index.tag_choices(index)), rows, picker
 
-    def do_install(index, name):
-        if index is None or not name:
-            try:   # the gate first: a refused server says why even before anything is picked
-                extension_manager.check_access(rt.args)
-            except extension_manager.AccessDenied as exc:
-                return common.error_html(str(exc))
-            return common.error_html("Extension to install: load the index and pick an extension first")
-        entry = next((e for e in index.entries if e.name == name), None)
-        if entry is None:
-            return common.error_html(f"Extension to install: {name!r} is not in the loaded index")
-        return _install(rt, exts, entry.url, "", "")
+    def do_install(index, name, enabled_names, search_text, hidden, order):
+        entry = next((e for e in index.entries if e.name == name), None) if index is not None and name else None
+        url = entry.url if entry is not None else ""
+        if entry is None and extension_manager.access_blocked(rt.args) is None:
+            problem = (f"{name!r} is not in the loaded index" if index is not None and name
+                       else "load the index and pick an extension first")
+            return (common.error_html(f"Install: Extension to install: {problem}"),) + (gr.skip(),) * 5
+        # a refused server says why even before anything is picked: install_from_url checks the gate first
+        out, _ = _install_and_refresh(rt, exts, url, "", "", "Install", enabled_names)
+        return out + show(index, search_text, hidden, order)
 
     load.click(do_load, [index_url, search, hide_tags, sort], [message, index_state, hide_tags, table, pick])
     for control in (hide_tags, sort):
         control.change(show, [index_state, search, hide_tags, sort], [table, pick], queue=False)
     search.submit(show, [index_state, search, hide_tags, sort], [table, pick], queue=False)
-    install.click(do_install, [index_state, pick], message)
+    install.click(do_install, [index_state, pick, installed["enabled"], search, hide_tags, sort],
+                  [message, *_refreshed(installed), table, pick])
     return {"index_url": index_url, "load": load, "hide_tags": hide_tags, "sort": sort, "search": search,
             "pick": pick, "available_install": install, "available_table": table}
 
 
-def _install(rt, exts, url: str, branch: str, folder: str) -> str:
+def _failed(action: str, exc: Exception) -> str:
+    """An error line that names the button, so two refusals in a row read (and render) differently."""
+    return common.error_html(f"{action}: {exc}")
+
+
+def _refreshed(installed: dict) -> list:
+    """What an install changes on the Installed tab."""
+    return [installed["table"], installed["enabled"], installed["shown"]]
+
+
+def _install_and_refresh(rt, exts, url: str, branch: str, folder: str, action: str, enabled_names):
+    """Install; ((message, Installed table, enabled ticks with the new one ticked, names the page shows), ok)."""
+    before = set(_names(exts))
     try:
         result = extension_manager.install_from_url(rt.args, rt.paths.data, exts, url, branch, folder)
     except (extension_manager.AccessDenied, ValueError, RuntimeError, OSError) as exc:
-        return common.error_html(str(exc))
-    return _message(result.message, error=bool(result.install_error))
+        return (_failed(action, exc), gr.skip(), gr.skip(), gr.skip()), False
+    added = [n for n in _names(exts) if n not in before]
+    ticked = list(enabled_names or []) + added      # ticked: Apply and restart turns it on
+    return (_message(result.message, error=bool(result.install_error)), installed_html(exts),
+            gr.update(choices=_names(exts), value=ticked), _names(exts)), True
 
 
 def _from_url(rt, exts, message, installed: dict) -> dict:
@@ -231,15 +250,10 @@ def _from_url(rt, exts, message, installed: dict) -> dict:
     install = gr.Button("Install", variant="primary", elem_id="extensions_install_button")
 
     def do_install(url_text, branch_text, folder_text, enabled_names):
-        before = set(_names(exts))
-        shown = _install(rt, exts, url_text, branch_text, folder_text)
-        added = [n for n in _names(exts) if n not in before]
-        if not added:
-            return shown, gr.skip(), gr.skip(), gr.skip()
-        # the new row is ticked: Apply and restart turns it on
-        ticked = list(enabled_names or []) + added
-        return shown, installed_html(exts), gr.update(choices=_names(exts), value=ticked), ""
+        out, ok = _install_and_refresh(rt, exts, url_text, branch_text, folder_text, "Install from URL",
+                                       enabled_names)
+        return out + ("" if ok else gr.skip(),)     # the URL box is emptied after an install
 
     install.click(do_install, [url, branch, folder, installed["enabled"]],
-                  [message, installed["table"], installed["enabled"], url])
+                  [message, *_refreshed(installed), url])
     return {"install_url": url, "install_branch": branch, "install_dirname": folder, "install_button": install}

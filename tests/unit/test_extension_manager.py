@@ -121,6 +121,9 @@ def test_apply_saves_the_disabled_list_and_mode_into_config_json(data):
     assert saved["disabled_extensions"] == ["beta"] and saved["disable_all_extensions"] == "extra"
     assert result.disabled == ["beta"] and "disabled extensions beta" in result.message()
     assert extensions.read_disabled(data / "config.json") == (["beta"], "extra")   # what the next start reads
+    # a page opened before "gamma" existed cannot tick it: it keeps its setting (on) instead of being switched off
+    em.apply(args_for(data), opts, exts, ["alpha"], "none", shown_names=["alpha", "beta"])
+    assert extensions.read_disabled(data / "config.json") == (["beta"], "none")
     with pytest.raises(ValueError, match="disable all extensions must be one of none, extra, all"):
         em.apply(args_for(data), opts, exts, [], "some")
     with pytest.raises(ValueError, match="unknown extension\\(s\\) nope; installed: alpha, beta, gamma"):
