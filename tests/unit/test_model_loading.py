@@ -233,8 +233,10 @@ def test_switching_checkpoints_frees_memory(tmp_path):
         mm.load(mm.select("a.safetensors"))
         mm.load(mm.select("b.safetensors"))
     grown = _rss() - baseline
-    assert model_bytes > 0.1 * baseline  # the bound below would catch a leaked model
-    assert grown < 0.10 * baseline, f"RSS grew by {grown / 2**20:.1f} MiB over {baseline / 2**20:.1f} MiB"
+    # one stale copy of a model would add at least its text encoder: the bound is relative to the model, not to the
+    # process (whose size depends on what other tests loaded before, e.g. Gradio)
+    assert grown < 0.6 * model_bytes, (f"RSS grew by {grown / 2**20:.1f} MiB over {baseline / 2**20:.1f} MiB "
+                                       f"(text encoder {model_bytes / 2**20:.1f} MiB)")
 
 
 @pytest.mark.parametrize("arch", ["sd1", "sdxl"])
