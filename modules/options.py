@@ -357,8 +357,11 @@ class Options:
         self.info[key] = info
 
     def quicksettings_candidates(self) -> list[str]:
-        """The settings that may be put in the top bar (Settings → User interface → Quicksettings list)."""
-        return [k for k, i in self.info.items() if k not in NOT_QUICKSETTINGS and not i.do_not_save]
+        """The settings that may be put in the top bar (Settings → User interface → Quicksettings list). Hidden ones
+        (section id None, e.g. the A1111 compatibility keys) are not: the top bar builds a control for each candidate,
+        and two hundred more load events kept Gradio's page from finishing its first render."""
+        return [k for k, i in self.info.items()
+                if k not in NOT_QUICKSETTINGS and not i.do_not_save and not (i.section and i.section[0] is None)]
 
     def quicksettings(self) -> list[str]:
         """The top bar's settings now: the saved list without unknown names or repeats, and always the checkpoint."""

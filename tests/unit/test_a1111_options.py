@@ -125,3 +125,20 @@ def test_cast_value_get_default_and_dumpjson(tmp_path):
     dumped = json.loads(opts.dumpjson())
     assert dumped["ext_x"] == 1 and "hint" in dumped["_comments_after"]["ext_x"]
     assert ["Defaults", "Other"] in dumped["_categories"]
+
+
+def test_hidden_settings_are_no_quicksettings_candidates(tmp_path):
+    """The top bar builds a control (with a page-load event) per candidate: A1111's ~230 hidden compatibility keys
+    made Gradio's first render of the page take minutes."""
+    from modules import a1111_defaults
+    opts = Options(tmp_path / "config.json")
+    before = opts.quicksettings_candidates()
+    assert a1111_defaults.register(opts) > 100
+    assert opts.quicksettings_candidates() == before + ["img2img_extra_noise"]
+    opts.add_option("ext_internal", OptionInfo(1, "Internal", section=(None, "Hidden")))
+    opts.add_option("ext_shown", OptionInfo(1, "Shown", section=("ext", "Ext")))
+    assert "ext_internal" not in opts.quicksettings_candidates() and "ext_shown" in opts.quicksettings_candidates()
+    with pytest.raises(OptionError, match="quicksettings_list.*grid_format"):
+        opts.set("quicksettings_list", ["grid_format", "ext_shown"])
+    opts.data["quicksettings_list"] = ["grid_format", "ext_shown"]   # e.g. a config.json edited by hand
+    assert opts.quicksettings() == ["sd_model_checkpoint", "ext_shown"]
