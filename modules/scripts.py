@@ -491,7 +491,9 @@ class ScriptRunner:
 
             def select_script(index):
                 selected = self.selectable_scripts[index - 1] if index and index > 0 else None
-                return [gr.update(visible=selected is s) for s in self.selectable_scripts]
+                updates = [gr.update(visible=selected is s) for s in self.selectable_scripts]
+                # Gradio takes a one-output function's return value whole: a list would be the group's "value"
+                return updates[0] if len(updates) == 1 else updates
             dropdown.change(select_script, dropdown, [s.group for s in self.selectable_scripts if s.group is not None]
                             if all(s.group is not None for s in self.selectable_scripts) else [])
             self.script_load_ctr = 0
