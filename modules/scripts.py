@@ -324,11 +324,8 @@ def load_scripts(exts=None) -> None:
     script_callbacks.clear_callbacks()
     apply_callback_order(exts)
     _report_collisions(exts)
-    try:  # TEMP until scripts_postprocessing lands
-        from modules import scripts_postprocessing
-        pp_base = scripts_postprocessing.ScriptPostprocessing
-    except ImportError:
-        pp_base = type("NoPP", (), {})
+    from modules import scripts_postprocessing
+    pp_base = scripts_postprocessing.ScriptPostprocessing
     syspath = list(sys.path)
     try:
         for ext, sf in _ordered_script_files(exts):
