@@ -254,6 +254,10 @@ def _construct(cls, *args, **kwargs):
         if not _building_update():
             _record("Image(tool=)" if "tool" in kwargs else "Image(source=)")
     tooltip = kwargs.pop("tooltip", None)  # A1111's own keyword (shown by its hints.js), not Gradio's
+    if kwargs.get("visible") is False and not _building_update() and calling_extension() != UNKNOWN:
+        # Gradio 3 kept a hidden block in the page (display: none); Gradio 6 leaves it out, unless "hidden". An
+        # extension's page script often talks to its Python through hidden textboxes and buttons it looks up by id.
+        kwargs["visible"] = "hidden"
     caller = sys._getframe(1).f_code
     if caller.co_name == "postprocess_data" and caller.co_filename.endswith(_GRADIO_BLOCKS_PY):
         token = _rebuilding.set(True)

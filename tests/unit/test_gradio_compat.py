@@ -351,6 +351,35 @@ def test_idioms_are_recorded_per_extension_and_reported(tmp_path, caplog):
     assert expected in lines and expected in caplog.messages
 
 
+def test_an_extensions_hidden_blocks_stay_in_the_page_hidden(tmp_path):
+    """Gradio 3 rendered visible=False blocks with display: none; extension page scripts find their hidden message
+    textboxes and buttons by id (sd-dynamic-prompts' Wildcards Manager). Our own visible=False stays False."""
+    root = tmp_path / "sd-webui-hidden"
+    (root / "scripts").mkdir(parents=True)
+    (root / "scripts" / "hidden.py").write_text(textwrap.dedent('''
+        import gradio as gr
+
+        def build():
+            inbox = gr.Textbox("", elem_id="ext-inbox", visible=False)
+            action = gr.Button("Action", elem_id="ext-action", visible=False)
+            with gr.Group(visible=False) as group:
+                shown_later = gr.Slider(label="Scale", visible=False)
+            action.click(lambda text: gr.update(visible=True), inbox, shown_later)
+            return inbox, action, group, shown_later
+    '''))
+    gradio_compat.register_extension_root("sd-webui-hidden", root)
+    module = load_like_a1111(root / "scripts" / "hidden.py")
+    with gr.Blocks() as demo:
+        inbox, action, group, shown_later = module.build()
+        ours = gr.Textbox(visible=False)
+    for block in (inbox, action, group, shown_later):
+        assert config_of(demo, block)["props"]["visible"] == "hidden", block
+    assert config_of(demo, ours)["props"]["visible"] is False
+    dependency = next(d for d in demo.get_config_file()["dependencies"] if d["targets"][0][0] == action._id)
+    (update,) = run_event(demo, dependency, "x")
+    assert update["visible"] is True   # shown later by an update, as in Gradio 3
+
+
 # --- modules.ui_components and the modules.ui helpers ---------------------------------------------------------
 
 def test_input_accordion_is_a_checkbox_input_that_follows_the_accordion():
