@@ -18,6 +18,8 @@ from tests.support.server import make_data_dir, start_server
 pytestmark = pytest.mark.browser
 
 SAMPLES = Path(__file__).resolve().parent.parent / "support" / "sample_extensions"
+# A1111's hints.js defines the global `titles`; extensions merge their tooltips into it (sd-dynamic-prompts does)
+HINTS_JS = 'titles = {...titles, "Recorder enabled": "Turns the sample recorder on"};\n'
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +27,9 @@ def ext_server(tmp_path_factory, tiny_sd1):
     data = make_data_dir(tmp_path_factory.mktemp("ext-scripts-page"), tiny_sd1)
     for name in ("sample-recorder", "sample-broken"):
         shutil.copytree(SAMPLES / name, data / "extensions" / name)
+    hints = data / "extensions" / "sample-hints" / "javascript" / "hints.js"
+    hints.parent.mkdir(parents=True)
+    hints.write_text(HINTS_JS, encoding="utf-8")
     srv = start_server(data)
     yield srv
     srv.stop()
@@ -46,6 +51,8 @@ def test_recorder_controls_change_prompt_seed_and_infotext(ext_server):
         area.get_by_text("Recorder", exact=True).click()         # the script's own gr.Accordion
         enabled.wait_for(state="visible")
         assert not enabled.is_checked()
+        page.wait_for_function("""() => [...document.querySelectorAll('#script_txt2img_recorder_enabled span')]
+                                       .some(s => s.title === 'Turns the sample recorder on')""")
         suffix = page.locator("#script_txt2img_recorder_suffix textarea")
         assert suffix.input_value() == ", recorded"               # the script's default
         enabled.check()

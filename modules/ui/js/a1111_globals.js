@@ -188,6 +188,24 @@
     if (box && box.checked !== !!checked) box.click();
   };
 
+  // A1111's hints.js: `titles` maps a control's text (or value) to its tooltip; extensions merge theirs into it
+  // (`titles = {...titles, ...}`, so it must exist before they run). Added elements get the title attribute.
+  w.titles = w.titles || {};
+  function applyTitles(mutations) {
+    if (!w.titles || Object.keys(w.titles).length === 0) return;
+    for (const mutation of mutations || []) {
+      for (const node of mutation.addedNodes) {
+        if (node.nodeType !== 1) continue;
+        const found = node.matches("span, button, select, p") ? [node] : [];
+        for (const el of [...found, ...node.querySelectorAll("span, button, select, p")]) {
+          if (el.title) continue;
+          const tip = w.titles[el.textContent.trim()] || (el.value && w.titles[el.value]);
+          if (tip) el.title = tip;
+        }
+      }
+    }
+  }
+
   // Light or dark page: Gradio reads ?__theme= from the address.
   w.set_theme = function set_theme(theme) {
     const url = new URL(location.href);
@@ -250,6 +268,7 @@
     if (w.sdPromptDom) w.sdPromptDom.apply();
     watchSettings();
     maybeUiLoaded();
+    applyTitles(mutations);
     w.executeCallbacks(w.uiUpdateCallbacks, mutations);
     clearTimeout(state.afterUpdateTimer);
     state.afterUpdateTimer = setTimeout(() => w.executeCallbacks(w.uiAfterUpdateCallbacks), 200);
