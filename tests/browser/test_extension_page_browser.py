@@ -193,3 +193,8 @@ def test_globals_follow_tabs_and_settings(ext_server):
         page.wait_for_function("() => opts.CLIP_stop_at_last_layers === 2 && window.sampleExt.clipSkip === 2")
         assert page.evaluate("window.sampleExt.optionsChanged") > before
         assert page.evaluate("window.sampleExt.loadedCalls") == 1  # once, whatever happened since
+
+        # set_theme(): the page comes back dark (what --theme does at start)
+        page.evaluate("set_theme('dark')")
+        page.wait_for_url("**/?__theme=dark")
+        page.wait_for_function("() => document.body.classList.contains('dark') && window.sdA1111.uiLoaded")
