@@ -197,4 +197,5 @@ def test_globals_follow_tabs_and_settings(ext_server):
         # set_theme(): the page comes back dark (what --theme does at start)
         page.evaluate("set_theme('dark')")
         page.wait_for_url("**/?__theme=dark")
-        page.wait_for_function("() => document.body.classList.contains('dark') && window.sdA1111.uiLoaded")
+        page.wait_for_function(  # Gradio marks the page dark before our scripts are in it
+            "() => document.body.classList.contains('dark') && window.sdA1111 && window.sdA1111.uiLoaded")
