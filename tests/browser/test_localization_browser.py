@@ -77,10 +77,11 @@ def wait_saved(server, name: str, timeout: float = 30) -> None:
     """The switch saves the choice on the server in its own request; poll config.json with a deadline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (server.data_dir / "config.json").is_file() and config(server).get("localization") == name:
+        # a setting back at its default ("None") is left out of config.json (modules/options.py saves what differs)
+        if (server.data_dir / "config.json").is_file() and config(server).get("localization", "None") == name:
             return
         time.sleep(0.1)  # polling interval, not synchronisation: the loop ends on the condition or the deadline
-    assert config(server).get("localization") == name
+    assert config(server).get("localization", "None") == name
 
 
 # --- tests --------------------------------------------------------------------------------------------------------
