@@ -8,11 +8,10 @@ is the same safe loader: nothing here runs a pickle's code. torch.load itself is
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 
-from modules.models.safe_load import ModelFileError
+from modules.models.safe_load import ModelFileError, load_error_reason
 
 
 def load(filename, *args, **kwargs):
@@ -25,13 +24,7 @@ def load(filename, *args, **kwargs):
             return load_file(path, device=str(map_location or "cpu"))
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # every library error becomes one line naming the file
-        text = str(exc)
-        reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        if "weights_only" in text.lower() or "Unsupported global" in text:
-            culprit = re.search(r"Unsupported global: GLOBAL \S+|Unsupported operand \S+", text)
-            reason = ("it contains Python objects other than tensors and plain data, which could run code when "
-                      "loaded, so it was refused" + (f" ({culprit.group(0)[:160]})" if culprit else ""))
-        raise ModelFileError(f"{filename}: cannot be loaded: {reason}") from None
+        raise ModelFileError(f"{filename}: cannot be loaded: {load_error_reason(exc)}") from None
 
 
 def load_with_extra(filename, extra_handler=None, *args, **kwargs):

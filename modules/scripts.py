@@ -21,32 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from modules import extensions, script_callbacks, script_loading
-from modules.engine.hooks import PostprocessImageArgs, PostSampleArgs  # noqa: F401 (A1111 names)
+from modules.engine.hooks import (MaskBlendArgs, PostprocessBatchListArgs, PostprocessImageArgs,  # noqa: F401
+                                  PostProcessMaskOverlayArgs, PostSampleArgs)              # (A1111 names)
 
 log = logging.getLogger("sd.extensions")
 
 AlwaysVisible = object()   # show() returns this for scripts whose controls are always shown and that always run
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
-
-
-class MaskBlendArgs:
-    def __init__(self, current_latent, nmask, init_latent, mask, blended_latent, denoiser=None, sigma=None):
-        self.current_latent, self.nmask, self.init_latent = current_latent, nmask, init_latent
-        self.mask, self.blended_latent = mask, blended_latent
-        self.denoiser, self.sigma = denoiser, sigma
-        self.is_final_blend = denoiser is None
-
-
-@dataclass
-class PostprocessBatchListArgs:
-    images: list
-
-
-@dataclass
-class PostProcessMaskOverlayArgs:
-    index: int
-    mask_for_overlay: Any
-    overlay_image: Any
 
 
 @dataclass

@@ -35,14 +35,20 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, t
     except ModelFileError:
         raise
     except Exception as exc:  # every library error becomes one readable line naming the file
-        text = str(exc)
-        reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        if "weights_only" in text.lower() or "Unsupported global" in text:
-            culprit = re.search(r"Unsupported global: GLOBAL \S+|Unsupported operand \S+|Trying to call reduce for \S+", text)
-            reason = ("it contains Python objects other than tensors, which could run code when loaded, so it was "
-                      "refused" + (f" ({culprit.group(0).strip()[:160]})" if culprit else ""))
-        raise ModelFileError(f"{path}: cannot be read as a model file: {reason}") from None
+        raise ModelFileError(f"{path}: cannot be read as a model file: {load_error_reason(exc)}") from None
     return _unwrap(sd, path)
+
+
+def load_error_reason(exc: Exception) -> str:
+    """One line for why a file could not be loaded; a pickle the restricted unpickler refused says so."""
+    text = str(exc)
+    reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if "weights_only" in text.lower() or "Unsupported global" in text:
+        culprit = re.search(r"Unsupported global: GLOBAL \S+|Unsupported operand \S+|Trying to call reduce for \S+",
+                            text)
+        reason = ("it contains Python objects other than tensors, which could run code when loaded, so it was "
+                  "refused" + (f" ({culprit.group(0).strip()[:160]})" if culprit else ""))
+    return reason
 
 
 def _is_zip(path: Path) -> bool:
