@@ -8,9 +8,9 @@ A1111's row layout: conditional rows first, then unconditional.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import os
+import sys
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -71,9 +71,14 @@ priority: Callable[[str], list[str]] = lambda category: []  # noqa: E731
 
 
 def _caller_file() -> str:
-    for frame in inspect.stack()[2:]:
-        if os.path.abspath(frame.filename) != os.path.abspath(__file__):
-            return frame.filename
+    """The file of the code that called into this module (frames only: inspect.stack() reads every frame's source
+    and cost seconds at start-up with a few dozen callbacks)."""
+    frame = sys._getframe(1)
+    here = os.path.abspath(__file__)
+    while frame is not None:
+        if os.path.abspath(frame.f_code.co_filename) != here:
+            return frame.f_code.co_filename
+        frame = frame.f_back
     return "unknown"
 
 
