@@ -28,6 +28,13 @@ def ext_server(request, tmp_path_factory, tiny_sd1):
     srv.stop()
 
 
+def ui_mode_only(server) -> None:
+    """The API-only server differs in how the scripts' controls are built (an unserved Blocks); the tests below that
+    exercise nothing of that run once, on the server with the page."""
+    if server.proc.args[-1] == "--nowebui":
+        pytest.skip("same code path as with the page")
+
+
 def get(server, path):
     r = requests.get(server.api(path), timeout=30)
     assert r.status_code == 200, (path, r.text)
@@ -67,6 +74,7 @@ def test_alwayson_script_by_position_and_by_label(ext_server):
 
 
 def test_unknown_scripts_and_arguments_are_422_naming_them(ext_server):
+    ui_mode_only(ext_server)
     r = txt2img(ext_server, script_name="X/Y/Z plot")
     assert r.status_code == 422 and "X/Y/Z plot" in r.json()["detail"]
     r = txt2img(ext_server, alwayson_scripts={"controlnet": {"args": []}})
@@ -78,6 +86,7 @@ def test_unknown_scripts_and_arguments_are_422_naming_them(ext_server):
 
 
 def test_selectable_script_over_the_api(ext_server):
+    ui_mode_only(ext_server)
     buf = io.BytesIO()
     Image.new("RGB", (128, 64), (200, 30, 30)).save(buf, format="PNG")
     body = {"prompt": "tiles", "steps": 2, "width": 128, "height": 64, "seed": 3, "denoising_strength": 0.5,
@@ -103,6 +112,7 @@ def test_extension_route_setting_and_callbacks(ext_server):
 
 
 def test_image_saved_callbacks_fire_on_save(ext_server):
+    ui_mode_only(ext_server)
     r = txt2img(ext_server, save_images=True)
     assert r.status_code == 200
     seen = requests.get(f"{ext_server.url}/sample-recorder/events", timeout=10).json()
@@ -111,8 +121,7 @@ def test_image_saved_callbacks_fire_on_save(ext_server):
 
 
 def test_reload_ui_reruns_scripts_with_callbacks_cleared(ext_server):
-    if ext_server.proc.args[-1] == "--nowebui":
-        pytest.skip("Reload UI rebuilds the page; API-only servers have none")
+    ui_mode_only(ext_server)   # Reload UI rebuilds the page; API-only servers have none
     script = ext_server.data_dir / "extensions" / "sample-recorder" / "scripts" / "recorder.py"
     original = script.read_text()
     try:
