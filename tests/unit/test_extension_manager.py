@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +17,7 @@ from modules import extension_host, extension_index, extension_manager as em, ex
 from modules.cmd_args import parse
 from modules.options import Options
 from tests.support import ROOT
-from tests.support.git_repos import MARKER, commit_file, git, make_bare, make_repo, serve_folder
+from tests.support.git_repos import MARKER, commit_file, git, hanging_git_server, make_bare, make_repo, serve_folder
 
 
 @pytest.fixture
@@ -147,34 +146,6 @@ def test_check_then_apply_updates_the_ticked_extension(data, tmp_path):
 
 
 # ---- Check for updates ------------------------------------------------------------------------------------------
-@contextmanager
-def hanging_git_server():
-    """Accepts connections and never answers: a remote that hangs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.2)
-    stop, accepted = threading.Event(), []
-
-    def accept():
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
-            conn.close()
-        listener.close()
-
-
 def test_check_updates_in_parallel_with_one_status_per_row(data, tmp_path):
     work = make_repo(tmp_path / "work")
     bare = make_bare(work, tmp_path / "remote.git")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
 from modules import extensions
 from modules.cmd_args import parse
+from tests.support.git_repos import hanging_git_server
 
 
 def make_ext(root, name, files=None):
@@ -279,35 +278,12 @@ def test_check_updates_hanging_remote_stops_at_the_timeout(dirs, remote_and_clon
     """A server that accepts the connection and never answers: the check gives up after the timeout."""
     user, builtin = dirs
     _, _, clone = remote_and_clone
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        port = listener.getsockname()[1]
-        git("remote", "set-url", "origin", f"http://127.0.0.1:{port}/repo.git", cwd=clone)
+    with hanging_git_server() as url:
+        git("remote", "set-url", "origin", f"{url}/repo.git", cwd=clone)
         (ext,) = extensions.list_extensions(user, builtin)
         ext.read_info_from_repo()
         start = time.monotonic()
         status = ext.check_updates(timeout=2)
         took = time.monotonic() - start
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
-            conn.close()
-        listener.close()
     assert status == "unknown (timed out after 2 s)"
     assert took < 10
