@@ -27,10 +27,8 @@ def generate(rt, payload: dict, state) -> processing.Processed:
         p = processing.from_params(params)
         p.is_api = bool(payload.get("is_api"))
         # A1111 sets where a run's images and grids go (scripts save there themselves: Ultimate SD upscale)
-        kind = "img2img" if params.mode == "img2img" else "txt2img"
-        p.outpath_samples = str(_folder(rt, view.outdir_samples or view.get(f"outdir_{kind}_samples")))
-        p.outpath_grids = str(_folder(rt, view.get("outdir_grids") or view.get(f"outdir_{kind}_grids")
-                                      or f"outputs/{kind}-grids"))
+        p.outpath_samples = str(rt.output_folder(view, params.mode))
+        p.outpath_grids = str(rt.output_folder(view, params.mode, "grids"))
         script_args = payload.get("script_args")
         if script_args is None:
             return processing.process_images(p)
@@ -51,12 +49,6 @@ def generate(rt, payload: dict, state) -> processing.Processed:
                 raise RuntimeError(f"script {runner.selectable_scripts[script_args[0] - 1].title()!r} returned "
                                    "nothing")
         return processing.process_images(p)
-
-
-def _folder(rt, value):
-    from pathlib import Path
-    path = Path(value)
-    return path if path.is_absolute() else rt.paths.data / path
 
 
 def load_model(rt, payload: dict, state) -> None:

@@ -151,16 +151,12 @@ def _choice_values(args: dict) -> list | None:
     return [c[1] if isinstance(c, (tuple, list)) and len(c) == 2 else c for c in choices]
 
 
-def _html_component(**kwargs):
-    import gradio as gr  # only when the Settings page is built
-    return gr.HTML(elem_classes="settings-info", **kwargs)
-
-
 class OptionHTML(OptionInfo):
-    """A block of text on the Settings page; not a setting (never saved)."""
+    """A block of text on the Settings page (shown as HTML by modules/ui/settings_tab.py); not a setting (never
+    saved)."""
 
     def __init__(self, text):
-        super().__init__(str(text).strip(), label="", component=_html_component)
+        super().__init__(str(text).strip(), label="")
         self.do_not_save = True
 
 

@@ -165,14 +165,19 @@ class Runtime:
         should_save = (view.samples_save and not params.get("do_not_save_samples")) if save is None else save
         if not should_save:
             return []
-        outdir = view.outdir_img2img_samples if params.get("mode") == "img2img" else view.outdir_txt2img_samples
-        base = Path(view.outdir_samples or outdir)
-        base = base if base.is_absolute() else self.paths.data / base
+        base = self.output_folder(view, params.get("mode"))
         paths = []
         for image, seed, prompt, text in zip(result.images, result.seeds, result.all_prompts, result.infotexts):
             info = text if view.enable_pnginfo else None
             paths.append(str(images.save_image(image, base, seed, prompt, info, date_dirs=view.save_to_dirs)))
         return paths
+
+    def output_folder(self, view: "OptionsView", mode: str | None, what: str = "samples") -> Path:
+        """Where a run's images ("samples") or grids go: outdir_<what> when set, else outdir_<mode>_<what> (A1111's
+        settings); relative paths are under the data folder."""
+        kind = "img2img" if mode == "img2img" else "txt2img"
+        folder = Path(view.get(f"outdir_{what}") or view.get(f"outdir_{kind}_{what}") or f"outputs/{kind}-{what}")
+        return folder if folder.is_absolute() else self.paths.data / folder
 
     def options_view(self, overrides: dict) -> "OptionsView":
         return OptionsView(self.options, overrides)

@@ -374,6 +374,8 @@ class ScriptRunner:
         self.selectable_scripts.clear()
         self.is_img2img = is_img2img
         self.ui_created = False
+        self.on_before_component_elem_id.clear()   # the previous instances' callbacks go with them
+        self.on_after_component_elem_id.clear()
         for data in scripts_data:
             try:
                 script = data.script_class()
@@ -408,10 +410,7 @@ class ScriptRunner:
         import gradio as gr
         script.args_from = len(self.inputs)
         script.args_to = len(self.inputs)
-        try:
-            controls = wrap_call(script.ui, script.filename, "ui", script.is_img2img)
-        except Exception:
-            controls = None
+        controls = wrap_call(script.ui, script.filename, "ui", script.is_img2img)
         if controls is None:
             return
         controls = list(controls)
@@ -448,6 +447,8 @@ class ScriptRunner:
 
     def prepare_ui(self):
         self.inputs = [None]
+        self.infotext_fields = []
+        self.paste_field_names = []
 
     def setup_ui(self) -> list:
         """Builds the always-on scripts' controls and the Script dropdown with the selectable scripts' controls
@@ -467,14 +468,15 @@ class ScriptRunner:
             self.inputs[0] = dropdown
             self.setup_ui_for_section(None, self.selectable_scripts)
 
+            grouped = [s for s in self.selectable_scripts if s.group is not None]
+
             def select_script(index):
                 selected = self.selectable_scripts[index - 1] if index and index > 0 else None
-                updates = [gr.update(visible=selected is s) for s in self.selectable_scripts]
+                updates = [gr.update(visible=selected is s) for s in grouped]
                 # Gradio takes a one-output function's return value whole: a list would be the group's "value"
                 return updates[0] if len(updates) == 1 else updates
-            dropdown.change(select_script, dropdown, [s.group for s in self.selectable_scripts if s.group is not None]
-                            if all(s.group is not None for s in self.selectable_scripts) else [])
-            self.script_load_ctr = 0
+            if grouped:
+                dropdown.change(select_script, dropdown, [s.group for s in grouped])
             self.title_map = {t.lower(): s for t, s in zip(self.titles, self.selectable_scripts)}
             self.ui_created = True
             return self.inputs
@@ -494,8 +496,6 @@ class ScriptRunner:
         if not script_index:
             return None
         script = self.selectable_scripts[script_index - 1]
-        if script is None:
-            return None
         script_args = args[script.args_from:script.args_to]
         return script.run(p, *script_args)
 
@@ -595,11 +595,11 @@ class ScriptRunner:
     def script(self, title: str):
         return self.title_map.get(title.lower())
 
-    def find_by_title(self, title: str, alwayson_ok: bool = True):
+    def find_by_title(self, title: str):
         t = title.lower()
         for s in self.scripts:
             try:
-                if s.title().lower() == t and (alwayson_ok or not s.alwayson):
+                if s.title().lower() == t:
                     return s
             except Exception:
                 continue

@@ -207,13 +207,25 @@ class PostProcessMaskOverlayArgs:
 
 class MaskBlendArgs:
     """A1111's: `mask` keeps the original (1 = keep), `nmask` = 1 − mask is the region being generated;
-    blended_latent = init_latent·mask + current_latent·nmask. `denoiser`/`sigma` are None for the final blend."""
+    blended_latent = init_latent·mask + current_latent·nmask. `denoiser`/`sigma` are None for the final blend.
+    `mask` may be given as None: it is then 1 − nmask, computed when a script reads it (this object is made at
+    every inpainting step)."""
 
     def __init__(self, current_latent, nmask, init_latent, mask, blended_latent, denoiser=None, sigma=None):
         self.current_latent, self.nmask, self.init_latent = current_latent, nmask, init_latent
-        self.mask, self.blended_latent = mask, blended_latent
+        self._mask, self.blended_latent = mask, blended_latent
         self.denoiser, self.sigma = denoiser, sigma
         self.is_final_blend = denoiser is None
+
+    @property
+    def mask(self):
+        if self._mask is None:
+            self._mask = 1 - self.nmask
+        return self._mask
+
+    @mask.setter
+    def mask(self, value) -> None:
+        self._mask = value
 
 
 @dataclass

@@ -113,7 +113,7 @@ def sample(model, run: Pass, latents_init, noise, generators, denoiser: Denoiser
             blended = blend.mask * latents + (1 - blend.mask) * known
             if mask_blend:
                 final = i + 1 >= n
-                args = MaskBlendArgs(latents, blend.mask, known, 1 - blend.mask, blended,
+                args = MaskBlendArgs(latents, blend.mask, known, None, blended,
                                      None if final else denoiser, None if final else sigma_now)
                 for fn in mask_blend:
                     fn(p, args)

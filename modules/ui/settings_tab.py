@@ -14,7 +14,7 @@ import re
 
 import gradio as gr
 
-from modules.options import QUICKSETTINGS_DEFAULT, OptionError
+from modules.options import QUICKSETTINGS_DEFAULT, OptionError, OptionHTML
 from modules.ui import common
 
 log = logging.getLogger("sd.ui")
@@ -45,6 +45,8 @@ def component(key: str, info, value, elem_id: str | None = None, **kwargs):
     callable: Gradio calls it on every page load, so a reload shows the settings now in force. `kwargs` (scale,
     visible, ...) go to the component."""
     elem = elem_id or page_elem_id(key)
+    if isinstance(info, OptionHTML):   # page text, not a setting
+        return gr.HTML(label=info.label, value=value, elem_id=elem, elem_classes="settings-info", **kwargs)
     comment = _plain(" ".join(filter(None, [info.comment_before, info.comment_after])))
     if info.component is not None:
         args = _args(info)
