@@ -175,7 +175,22 @@ class Extension:
         return result
 
 
-def _reason(ext_name: str, is_builtin: bool, disabled, disable_all: str, safe_mode: bool) -> str:
+# Third-party extensions whose job a built-in extension does on this engine: their code is not run (it patches
+# A1111's ldm internals) and their install.py is skipped; the built-in one uses their folders (models/, annotators).
+# Matched by folder-name prefix ("sd-webui-controlnet", "sd-webui-controlnet-main" from a zip download).
+PROVIDED_BY_BUILTIN = {"sd-webui-controlnet": "controlnet"}
+
+
+def provided_by(ext_name: str) -> str | None:
+    """The built-in extension that provides what the third-party folder `ext_name` would, or None."""
+    low = ext_name.lower()
+    return next((builtin for prefix, builtin in PROVIDED_BY_BUILTIN.items() if low.startswith(prefix)), None)
+
+
+def _reason(ext_name: str, is_builtin: bool, disabled, disable_all: str, safe_mode: bool,
+            builtins: frozenset[str] = frozenset()) -> str:
+    if not is_builtin and provided_by(ext_name) in builtins:
+        return f"provided by the built-in {provided_by(ext_name)} extension (its code is not run)"
     if safe_mode:
         return "safe mode (--safe-mode)"
     if disable_all == "all":
@@ -215,7 +230,8 @@ def list_extensions(extensions_dir_: str | os.PathLike, builtin_dir: str | os.Pa
                 continue
             ext = Extension(name, path, is_builtin=is_builtin, loaded=loaded_extensions)
             ext.enabled_in_settings = name not in disabled
-            ext.disabled_reason = _reason(name, is_builtin, disabled, disable_all, safe_mode)
+            builtins = frozenset(x.canonical_name for x in result if x.is_builtin and x.enabled)
+            ext.disabled_reason = _reason(name, is_builtin, disabled, disable_all, safe_mode, builtins)
             ext.enabled = not ext.disabled_reason
             loaded_extensions[canonical] = ext
             result.append(ext)

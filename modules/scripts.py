@@ -23,6 +23,7 @@ from typing import Any
 from modules import extensions, script_callbacks, script_loading
 from modules.engine.hooks import (MaskBlendArgs, PostprocessBatchListArgs, PostprocessImageArgs,  # noqa: F401
                                   PostProcessMaskOverlayArgs, PostSampleArgs)              # (A1111 names)
+from modules.engine.params import ParamError
 
 log = logging.getLogger("sd.extensions")
 
@@ -506,6 +507,8 @@ class ScriptRunner:
             try:
                 script_args = p.script_args[script.args_from:script.args_to]
                 getattr(script, method)(p, *args, *script_args, **kwargs)
+            except ParamError:
+                raise   # a script rejecting the request's input (a 422 naming the field), not a script failure
             except Exception:
                 _report_script_error(script, method)
 
@@ -516,6 +519,8 @@ class ScriptRunner:
             try:
                 script_args = p.script_args[script.args_from:script.args_to]
                 script.setup(p, *script_args)
+            except ParamError:
+                raise
             except Exception:
                 _report_script_error(script, "setup")
 
@@ -692,6 +697,9 @@ def api_script_args(runner: ScriptRunner, script_name: str | None, script_args: 
             raise ParamError("alwayson_scripts", f"script {title!r} is selectable, not always on: use "
                                                  "script_name/script_args")
         given = entry.get("args", []) if isinstance(entry, dict) else entry
+        check = getattr(script, "check_api_args", None)
+        if callable(check):     # our addition: a script may reject its API arguments before the job is queued
+            check(given, f"alwayson_scripts.{title}.args")
         _fill(args, script, given, f"alwayson_scripts.{title}.args")
     return args
 

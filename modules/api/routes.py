@@ -97,7 +97,9 @@ def _images_response(rt, req, p: GenerationParams, include: list | None = None):
     result = rt.generate(p, save=req.save_images and not req.do_not_save_samples, job_id=req.force_task_id,
                          restore_overrides=req.override_settings_restore_afterwards, script_args=script_args,
                          is_api=True)
-    images = [encode_png(img, text) for img, text in zip(result.images, result.infotexts)] if req.send_images else []
+    # images after the last infotext are extras scripts appended (ControlNet's detected maps): no infotext
+    texts = list(result.infotexts) + [None] * (len(result.images) - len(result.infotexts))
+    images = [encode_png(img, text) for img, text in zip(result.images, texts)] if req.send_images else []
     if include:
         images += [encode_png(img, None) for img in include]
     params = req.model_dump()
