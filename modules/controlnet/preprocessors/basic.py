@@ -80,7 +80,8 @@ def tile_resample(image, resolution, a, b, seed, store) -> Detected:
     if a < 1.1:
         return _done(img)
     height, width = img.shape[:2]
-    return _done(cv2.resize(img, (int(width / float(a)), int(height / float(a))), interpolation=cv2.INTER_AREA))
+    size = (max(1, int(width / float(a))), max(1, int(height / float(a))))
+    return _done(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
 
 
 def identity(image, resolution, a, b, seed, store) -> Detected:
