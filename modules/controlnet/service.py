@@ -93,6 +93,9 @@ class ControlNetService:
     def _model_for(self, unit: ControlNetUnit, pre, p, at: str):
         from modules.models.safe_load import ModelFileError
         if pre.model_free:
+            from modules.controlnet import reference
+            if pre.name in reference.MODULES:
+                return None     # reference_*: the UNet's own layers (modules/controlnet/reference.py)
             raise ParamError(f"{at}.module", f"{pre.label} (a model-free module) is not built in yet")
         if not unit.uses_model:
             raise ParamError(f"{at}.model", "choose a ControlNet model (GET /controlnet/model_list lists them)")
@@ -120,11 +123,20 @@ class ControlNetService:
             return
         hires = bool(getattr(p, "enable_hr", False)) and not getattr(p, "is_img2img", False)
         p.hooks.add("before_unet", ControlNetHook(active, p.sd_model.vae_scale_factor, hires))
+        self._attach_effects(p, active, hires)
         for au in active:
             text = infotext.unit_text(au.unit)
             if text is not None:
                 p.extra_generation_params[f"ControlNet {au.number}"] = text
         p.controlnet_units = active
+
+    def _attach_effects(self, p, active: list[ActiveUnit], hires: bool) -> None:
+        """What acts besides the residuals: reference attention/AdaIN, inpaint_only's and tile_colorfix's x0
+        replacement, the pixel blends (modules/controlnet/reference.py, effects.py). Before the infotext: an
+        inpaint_only unit in img2img with an A1111 mask becomes inpaint here."""
+        from modules.controlnet import effects, reference
+        effects.attach(p, active, hires, int(self._setting("control_net_inpaint_blur_sigma", 7)))
+        reference.attach(p, active, hires)
 
     def detected_maps(self, p, active: list[ActiveUnit]) -> list[Image.Image]:
         """The maps appended to the output (§1.7): per unit, the hires-size map first when hires ran, then the base
