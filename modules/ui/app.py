@@ -114,16 +114,23 @@ def build(rt) -> gr.Blocks:
             source["to_extras"].click(lambda imgs: (first_image(imgs), gr.Tabs(selected="extras")),
                                       source["last_images"], [ext["image"], tabs])
 
-        t2i_fields = [t2i[f] for f in t2i["fields"]]
-        i2i_fields = [i2i[f] for f in i2i["fields"]]
-        png["to_txt2img"].click(lambda text: [*pnginfo_tab.paste_values(text, t2i["fields"]),
-                                              gr.Tabs(selected="txt2img")], png["text"], [*t2i_fields, tabs])
-        png["to_img2img"].click(lambda text, img: [*pnginfo_tab.paste_values(text, i2i["fields"]), img,
-                                                   gr.Tabs(selected="img2img"), gr.Tabs(selected="img2img")],
+        # each tab's fields, then its always-on scripts' infotext_fields (A1111 pastes those too)
+        t2i_fields = [t2i[f] for f in t2i["fields"]] + [c for c, _ in t2i["script_paste"]]
+        i2i_fields = [i2i[f] for f in i2i["fields"]] + [c for c, _ in i2i["script_paste"]]
+
+        def t2i_values(text):
+            return pnginfo_tab.paste_values(text, t2i["fields"]) + common.script_paste_values(text, t2i["script_paste"])
+
+        def i2i_values(text):
+            return pnginfo_tab.paste_values(text, i2i["fields"]) + common.script_paste_values(text, i2i["script_paste"])
+
+        png["to_txt2img"].click(lambda text: [*t2i_values(text), gr.Tabs(selected="txt2img")], png["text"],
+                                [*t2i_fields, tabs])
+        png["to_img2img"].click(lambda text, img: [*i2i_values(text), img, gr.Tabs(selected="img2img"),
+                                                   gr.Tabs(selected="img2img")],
                                 [png["text"], png["image"]], [*i2i_fields, i2i["init_image"], tabs, i2i["mode_tabs"]])
-        png["to_inpaint"].click(lambda text, img: [*pnginfo_tab.paste_values(text, i2i["fields"]), img,
-                                                   gr.Tabs(selected="img2img"), gr.Tabs(selected="inpaint"),
-                                                   "Inpaint"],
+        png["to_inpaint"].click(lambda text, img: [*i2i_values(text), img, gr.Tabs(selected="img2img"),
+                                                   gr.Tabs(selected="inpaint"), "Inpaint"],
                                 [png["text"], png["image"]],
                                 [*i2i_fields, i2i["editor"], tabs, i2i["mode_tabs"], i2i["mode"]])
         png["to_extras"].click(lambda img: (img, gr.Tabs(selected="extras")), png["image"], [ext["image"], tabs])

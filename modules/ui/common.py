@@ -207,8 +207,10 @@ def finished_values(result, folder: str) -> tuple:
             result.seeds[0] if result.seeds else -1, result.images, saving.result_summary(result))
 
 
-def paste_fields(rt, text: str, fields: list[str], index_choices: dict | None = None) -> list:
-    """↙: the prompt box's infotext (or, when it is empty, the last generation's) → one update per field."""
+def paste_fields(rt, text: str, fields: list[str], index_choices: dict | None = None,
+                 script_targets: list | None = None) -> list:
+    """↙: the prompt box's infotext (or, when it is empty, the last generation's) → one update per field, then one
+    per script paste target (script_paste_targets)."""
     from modules.ui import pnginfo_tab
     text = (text or "").strip() or rt.last_infotext()
     updates = pnginfo_tab.paste_values(text, fields)
@@ -217,7 +219,49 @@ def paste_fields(rt, text: str, fields: list[str], index_choices: dict | None = 
         value = updates[i].get("value") if isinstance(updates[i], dict) else None
         if choices and isinstance(value, (int, bool)) and 0 <= int(value) < len(choices):
             updates[i] = gr.update(value=choices[int(value)])
-    return updates
+    return updates + script_paste_values(text, script_targets or [])
+
+
+def script_paste_targets(is_img2img: bool) -> list:
+    """The always-on scripts' `infotext_fields` of a tab, (component, infotext key or callable(params)) pairs, as
+    collected while its script area was built (call after common.script_area)."""
+    return list(scripts.runner_for(is_img2img).infotext_fields)
+
+
+def script_paste_values(text: str, targets: list) -> list:
+    """A1111's paste for scripts' infotext_fields: the infotext parsed to A1111's dict (infotext_pasted callbacks
+    included); a key's value, or the callable's result, becomes the component's value, cast to the type of its
+    current value ("False" for a checkbox is False); None, or a value that cannot be cast, leaves it as it is; a
+    gr.update is used as it is."""
+    if not targets:
+        return []
+    from modules import infotext_utils
+    params = infotext_utils.parse_generation_parameters(text) if text else {}
+    out = []
+    for component, key in targets:
+        try:
+            value = key(params) if callable(key) else params.get(key)
+        except Exception:  # noqa: BLE001 - one script's bad field must not stop the paste
+            log.exception("pasting infotext into %s failed", getattr(component, "elem_id", component))
+            value = None
+        out.append(_cast_pasted(component, value))
+    return out
+
+
+def _cast_pasted(component, value):
+    if value is None:
+        return gr.update()
+    if isinstance(value, dict) and value.get("__type__") == "update":
+        return value
+    kind = type(getattr(component, "value", None))
+    try:
+        if kind is bool and isinstance(value, str):
+            value = value == "True"
+        elif kind in (bool, int, float, str):
+            value = float(value) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        return gr.update()
+    return gr.update(value=value)
 
 
 @contextlib.contextmanager

@@ -172,8 +172,9 @@ def build(rt, native_size: int = 512) -> dict:
     common.wire_outputs(rt, "img2img", out, last_images, last_result)
     index_choices = {"resize_mode": RESIZE_MODES, "inpainting_fill": MASKED_CONTENT,
                      "inpaint_full_res": INPAINT_AREAS, "inpainting_mask_invert": MASK_MODES}
-    top["paste"].click(lambda text: common.paste_fields(rt, text, fields, index_choices), top["prompt"],
-                       [comps[f] for f in fields], queue=False)
+    script_paste = common.script_paste_targets(True)   # the always-on scripts' infotext_fields
+    top["paste"].click(lambda text: common.paste_fields(rt, text, fields, index_choices, script_paste),
+                       top["prompt"], [comps[f] for f in fields] + [c for c, _ in script_paste], queue=False)
     return {**comps, **out, "init_image": init_image, "editor": editor, "sketch": sketch,
             "inpaint_sketch": inpaint_sketch, "mode_tabs": mode_tabs, "mode": mode, "last_images": last_images,
-            "fields": fields}
+            "fields": fields, "script_paste": script_paste}

@@ -68,6 +68,7 @@ def build(rt, native_size: int = 512) -> dict:
     top["prompt"].submit(run, inputs, outputs, concurrency_limit=None, show_progress="hidden")
     progress.reattach_on_load(rt.queue, view, out["progress"], task, results, finish)
     common.wire_outputs(rt, "txt2img", out, last_images, last_result)
-    top["paste"].click(lambda text: common.paste_fields(rt, text, fields), top["prompt"],
-                       [comps[f] for f in fields], queue=False)
-    return {**comps, **out, "last_images": last_images, "fields": fields}
+    script_paste = common.script_paste_targets(False)   # the always-on scripts' infotext_fields
+    top["paste"].click(lambda text: common.paste_fields(rt, text, fields, script_targets=script_paste),
+                       top["prompt"], [comps[f] for f in fields] + [c for c, _ in script_paste], queue=False)
+    return {**comps, **out, "last_images": last_images, "fields": fields, "script_paste": script_paste}
