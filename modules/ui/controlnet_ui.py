@@ -306,9 +306,11 @@ class UnitUI:
                                         elem_id=self._id("controlnet_save_detected_map_checkbox"))
         self.status = gr.HTML(status_text(default_unit(), i2i), elem_id=self._id("status"),
                               elem_classes=["cnet-status"])
-        self.control_type = gr.Radio(self.catalog.type_names(), value=ALL, label="Control Type",
-                                     elem_id=self._id("controlnet_type_filter_radio"),
-                                     elem_classes=["controlnet_control_type_filter_group"])
+        # a radio, or a dropdown with the extension's setting "[Experimental] Use dropdown for control type"
+        kind = gr.Dropdown if _setting("controlnet_control_type_dropdown", False) else gr.Radio
+        self.control_type = kind(self.catalog.type_names(), value=ALL, label="Control Type",
+                                 elem_id=self._id("controlnet_type_filter_radio"),
+                                 elem_classes=["controlnet_control_type_filter_group"])
         with gr.Row(equal_height=True):
             self.module = gr.Dropdown(self.catalog.modules(), value="none", label="Preprocessor",
                                       elem_id=self._id("controlnet_preprocessor_dropdown"), scale=4)
@@ -472,12 +474,15 @@ class UnitUI:
         ]
 
 
+def _setting(key: str, default):
+    """One of the extension's settings (its default where no runtime is bound: unit tests)."""
+    from modules import shared
+    return shared.opts.data.get(key, default) if shared.bound() else default
+
+
 def _paste_enabled() -> bool:
     """The extension's setting "Paste ControlNet parameters in infotext" (on unless turned off)."""
-    from modules import shared
-    if not shared.bound():
-        return True
-    return bool(shared.opts.data.get("control_net_sync_field_args", True))
+    return bool(_setting("control_net_sync_field_args", True))
 
 
 def _read_pose_file(path):

@@ -375,3 +375,14 @@ def test_paste_seam_casts_plain_keys_like_a1111():
 ])
 def test_parse_infotext_unit(text, expected):
     assert cn.parse_infotext_unit(text) == expected
+
+
+def test_control_type_as_dropdown_with_the_setting(monkeypatch):
+    monkeypatch.setattr(cn, "_setting", lambda key, default: True if key == "controlnet_control_type_dropdown"
+                        else default)
+    built = Built(count=1)
+    control_type = built.by_id("txt2img_controlnet_ControlNet_controlnet_type_filter_radio")
+    assert isinstance(control_type, gr.Dropdown) and control_type.value == "All"
+    module, *_ = run(built.handler(control_type, "input"), {control_type._id: "Canny", built.by_id(
+        "txt2img_controlnet_ControlNet_controlnet_pixel_perfect_checkbox")._id: False})
+    assert module["value"] == "canny"
