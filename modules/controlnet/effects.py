@@ -196,17 +196,16 @@ class DecodedEffects:
         height, width = images.shape[-2:]
         for au, kind in self.units:
             m = au.control.map_at(width, height)
+            if kind == "restore":
+                raw = torch.from_numpy(m[..., :3].astype(np.float32) / 255).permute(2, 0, 1).to(images)
+                mask = torch.from_numpy(blend_mask(m[..., 3], self.blur_sigma))[None].to(images)
+                images.copy_((mask * images.clamp(0, 1) + (1 - mask) * raw).clamp(0, 1))
+                continue
+            channel = "luminance" if "luminance" in au.pre.name else "intensity"
             for i in range(images.shape[0]):
-                if kind == "restore":
-                    raw = torch.from_numpy(m[..., :3].astype(np.float32) / 255).permute(2, 0, 1)
-                    mask = torch.from_numpy(blend_mask(m[..., 3], self.blur_sigma))[None]
-                    raw, mask = raw.to(images), mask.to(images)
-                    images[i] = (mask * images[i].clamp(0, 1) + (1 - mask) * raw).clamp(0, 1)
-                else:
-                    rgb = (images[i] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-                    kind_name = "luminance" if "luminance" in au.pre.name else "intensity"
-                    out = recolor(np.ascontiguousarray(rgb), m[..., 0], kind_name)
-                    images[i] = torch.from_numpy(out.astype(np.float32) / 255).permute(2, 0, 1).to(images)
+                rgb = (images[i] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                out = recolor(np.ascontiguousarray(rgb), m[..., 0], channel)
+                images[i] = torch.from_numpy(out.astype(np.float32) / 255).permute(2, 0, 1).to(images)
 
 
 # --- wiring ---------------------------------------------------------------------------------------------------------
