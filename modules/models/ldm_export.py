@@ -44,7 +44,8 @@ import torch
 
 from modules import atomic_file
 
-__all__ = ["ARCHS", "to_ldm_state_dict", "controlnet_to_original_state_dict", "save_checkpoint"]
+__all__ = ["ARCHS", "to_ldm_state_dict", "unet_to_original_state_dict", "controlnet_to_original_state_dict",
+           "save_checkpoint"]
 
 ARCHS = ("sd1", "sd2", "sdxl")
 
@@ -228,6 +229,12 @@ def _unet_to_ldm(unet) -> dict[str, torch.Tensor]:
     m.module("conv_norm_out", "out.0")
     m.module("conv_out", "out.2")
     return m.finish()
+
+
+def unet_to_original_state_dict(unet) -> dict[str, torch.Tensor]:
+    """A diffusers UNet's weights under their LDM names without the ``model.diffusion_model.`` prefix (views, no
+    copy): the names ControlNet difference and Control-LoRA files use for the base weights they modify."""
+    return {k[len(UNET_PREFIX):]: v for k, v in _unet_to_ldm(unet).items()}
 
 
 # --------------------------------------------------------------------------- ControlNet

@@ -19,7 +19,9 @@ class ModelFileError(Exception):
     """A model file that cannot be used; the message names the file and the reason."""
 
 
-def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike, device: str = "cpu", nested: bool = False) -> dict[str, torch.Tensor]:
+    """The file's tensors. `nested`: dicts of tensors inside the top-level dict are kept as "outer.inner" keys
+    (IP-Adapter .bin files are {"image_proj": {...}, "ip_adapter": {...}}); otherwise only top-level tensors."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found")
@@ -36,7 +38,20 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, t
         raise
     except Exception as exc:  # every library error becomes one readable line naming the file
         raise ModelFileError(f"{path}: cannot be read as a model file: {load_error_reason(exc)}") from None
-    return _unwrap(sd, path)
+    return _unwrap(_flatten(sd) if nested else sd, path)
+
+
+def _flatten(obj):
+    """One level: {"image_proj": {"proj.weight": t}} -> {"image_proj.proj.weight": t}; _unwrap's wrappers stay."""
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, dict) and k not in ("state_dict", "model", "module"):
+            out.update({f"{k}.{ik}": iv for ik, iv in v.items()})
+        else:
+            out[k] = v
+    return out
 
 
 def load_error_reason(exc: Exception) -> str:
