@@ -137,11 +137,25 @@ def slider_updates(pre, pixel_perfect: bool, values: list | None = None) -> list
     return out
 
 
+class RangedSlider(gr.Slider):
+    """A slider whose range follows the preprocessor. Gradio checks a slider's value against the range the server
+    last sent; right after a new range goes out, the page may still send the old value (0.5 against a new minimum
+    of 1) and Gradio would refuse the event. Here the value passes as it is: the unit is rebuilt again once the page
+    holds the new value, and the generation clamps an out-of-range value to the preprocessor's default (§0.4)."""
+
+    def preprocess(self, payload):
+        return None if payload is None else float(payload)
+
+    def get_block_name(self):
+        return "slider"   # the page's slider, and A1111's .gradio-slider class
+
+
 def _slider(spec, label: str, elem_id: str) -> gr.Slider:
     """A slider as `spec` (a preprocessor's Slider) has it; hidden, [0, 1] at 0.5 without one (the extension's)."""
     if spec is None:
-        return gr.Slider(0, 1, value=0.5, step=0.01, label=label, visible=False, elem_id=elem_id)
-    return gr.Slider(spec.minimum, spec.maximum, value=spec.value, step=spec.step, label=spec.name, elem_id=elem_id)
+        return RangedSlider(0, 1, value=0.5, step=0.01, label=label, visible=False, elem_id=elem_id)
+    return RangedSlider(spec.minimum, spec.maximum, value=spec.value, step=spec.step, label=spec.name,
+                        elem_id=elem_id)
 
 
 # --- values --------------------------------------------------------------------------------------------------
