@@ -71,11 +71,13 @@ def installed_html(exts) -> str:
     for r in rows:
         state = "on" if r.enabled else "off"
         reason = f'<div class="ext-reason">{_esc(r.disabled_reason)}</div>' if r.disabled_reason else ""
-        remote = (f'<a href="{_esc(r.url)}" target="_blank" rel="noopener">{_esc(r.remote)}</a>' if r.url
-                  else _esc(r.remote))
+        # names, URLs, branches and commits are left untranslated (.sd-names); "built-in" and "local" are words
+        remote = (f'<a class="sd-names" href="{_esc(r.url)}" target="_blank" rel="noopener">{_esc(r.remote)}</a>'
+                  if r.url else _esc(r.remote))
         body.append(f'<tr class="ext-{state}" data-extension="{_esc(r.name)}" data-enabled="{str(r.enabled).lower()}">'
-                    f'<td><b>{_esc(r.name)}</b>{reason}</td><td>{remote}</td><td>{_esc(r.branch)}</td>'
-                    f'<td>{_esc(r.version)}</td><td>{_esc(r.commit_date)}</td>'
+                    f'<td><b class="sd-names">{_esc(r.name)}</b>{reason}</td><td>{remote}</td>'
+                    f'<td class="sd-names">{_esc(r.branch)}</td>'
+                    f'<td class="sd-names">{_esc(r.version)}</td><td>{_esc(r.commit_date)}</td>'
                     f'<td class="ext-status">{_esc(r.status)}</td><td class="ext-errors">{_errors_cell(r)}</td></tr>')
     return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 

@@ -13,7 +13,7 @@
   const NAME_LISTS = ["#setting_sd_model_checkpoint", "[id$='_styles']", "[id$='_sampling']", "[id$='_model_name']",
                       "#localization_switch", "#setting_localization", "#setting_quicksettings_list", ".sd-names",
                       ".file-preview", "[id$='_controlnet_preprocessor_dropdown']",
-                      "[id$='_controlnet_model_dropdown']"].join(",");
+                      "[id$='_controlnet_model_dropdown']", "#extensions_enabled", "#extensions_update"].join(",");
   const SKIP_TAGS = new Set(["SCRIPT", "STYLE", "TEXTAREA", "NOSCRIPT", "svg", "SVG", "CODE", "PRE"]);
   const ATTRIBUTES = ["title", "placeholder"];
   const re_no_words = /^[\s\d.,:;!?/\\|()\[\]{}%+\-*=<>#x×·…—–'"]*$/u;  // numbers, sizes (512x512), counters (0/75)
