@@ -398,6 +398,9 @@ class UnitUI:
         self.pixel_perfect.change(pixel_perfect_changed, [self.pixel_perfect, self.module], self.resolution,
                                   queue=False, show_progress="hidden")
 
+        self.model.input(_pairing_hint, [self.model, self.module], self.message, queue=False,
+                         show_progress="hidden")
+
         def refresh(control_type, current):
             catalog.refresh()
             choices = catalog.models(control_type)
@@ -486,6 +489,16 @@ class UnitUI:
             (self.resize_mode, simple("resize_mode", str, RESIZE_MODES)),
             (self.resolution, slider(0)), (self.threshold_a, slider(1)), (self.threshold_b, slider(2)),
         ]
+
+
+def _pairing_hint(model: str, module: str) -> str:
+    """A model picked by hand: name the preprocessor that makes the maps it was trained on (§3.4), unless that one,
+    or "none" (a ready map), is chosen already."""
+    from modules.controlnet.control_types import suggest_preprocessor
+    suggested = suggest_preprocessor(model or "")
+    if suggested is None or module in (suggested, "none"):
+        return ""
+    return f'<div class="cnet-hint">{html.escape(f"Suggested preprocessor for this model: {suggested}")}</div>'
 
 
 def _setting(key: str, default):

@@ -386,3 +386,15 @@ def test_control_type_as_dropdown_with_the_setting(monkeypatch):
     module, *_ = run(built.handler(control_type, "input"), {control_type._id: "Canny", built.by_id(
         "txt2img_controlnet_ControlNet_controlnet_pixel_perfect_checkbox")._id: False})
     assert module["value"] == "canny"
+
+
+def test_picking_a_model_names_its_preprocessor():
+    built = Built()
+    model = built.by_id(unit_id(0, "controlnet_model_dropdown"))
+    module = built.by_id(unit_id(0, "controlnet_preprocessor_dropdown"))
+    hint = built.handler(model, "input")
+    assert "Suggested preprocessor for this model: openpose_full" in run(hint, {model._id: TITLES[1],
+                                                                                module._id: "canny"})
+    assert run(hint, {model._id: TITLES[1], module._id: "openpose_full"}) == ""
+    assert run(hint, {model._id: TITLES[1], module._id: "none"}) == ""      # a ready pose image
+    assert run(hint, {model._id: "None", module._id: "canny"}) == ""
