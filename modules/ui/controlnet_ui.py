@@ -305,7 +305,9 @@ class UnitUI:
                     sources=["upload", "clipboard"], elem_id=self._id("input_image"), height=320,
                     canvas_size=(512, 512), brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
                     elem_classes=["cnet-image"])
-                with gr.Column(visible=False, elem_classes=["cnet-generated-image-group"]) as self.preview_group:
+                # a Group, not a Column: built from an extension's ui(), visible=False becomes "hidden", which
+                # Gradio 6 honours for a Group but not for a Column
+                with gr.Group(visible=False, elem_classes=["cnet-generated-image-group"]) as self.preview_group:
                     self.preview = gr.Image(label="Preprocessor Preview", interactive=False, type="numpy",
                                             format="png", elem_id=self._id("generated_image"), height=320)
         with gr.Row():

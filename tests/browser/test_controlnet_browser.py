@@ -4,6 +4,9 @@ uploaded, Enable, Control Type "Canny" choosing the canny preprocessor and the d
 object follows the control's shape instead of the prompt's position; then the infotext pasted back into a unit."""
 from __future__ import annotations
 
+import io
+from urllib.parse import urljoin
+
 import numpy as np
 import pytest
 import requests
@@ -79,6 +82,15 @@ def test_canny_control_steers_the_generation_and_pastes_back(cn_server, tmp_path
         page.wait_for_function("([id, text]) => document.getElementById(id).innerText.trim() === text",
                                arg=[unit(0, "status"), expected])
         assert status.inner_text().strip() == expected
+        # 💥 runs the preprocessor into the preview (hidden until then): the square's edges, nothing on the left
+        preview = page.locator(f"#{unit(0, 'generated_image')}")
+        assert not preview.is_visible()
+        page.locator(f"#{unit(0, 'controlnet_trigger_preprocessor')}").click()
+        preview.locator("img").wait_for(state="visible")
+        assert page.locator(f"#{unit(0, 'controlnet_preprocessor_preview_checkbox')} input").is_checked()
+        response = requests.get(urljoin(cn_server.url + "/", preview.locator("img").get_attribute("src")), timeout=30)
+        edges = np.asarray(Image.open(io.BytesIO(response.content)).convert("L")) > 127
+        assert edges.shape == (64, 64) and edges[16:48, 30:64].sum() >= 20 and not edges[:, :28].any()
 
         page.locator("#txt2img_prompt textarea").fill(PROMPT)
         set_number(page, "txt2img_width", 64)
