@@ -58,7 +58,7 @@ def mount(app: FastAPI, service, unit_count: Callable[[], int]) -> None:
 
     @app.get("/controlnet/control_types")
     def control_types():
-        return {"control_types": ct.control_types(service.model_titles())}
+        return ct.control_types(service.model_titles())
 
     @app.get("/controlnet/settings")
     def settings():
@@ -94,14 +94,14 @@ def _detect(req: DetectRequest, service) -> dict:
         raise ParamError("controlnet_module", f"Module not supported: {pre.label}")
     if not req.controlnet_input_images:
         raise ParamError("controlnet_input_images", "No image selected")
-    if pre.accepts_mask and len(req.controlnet_masks) != len(req.controlnet_input_images):
+    if pre.requires_mask and len(req.controlnet_masks) != len(req.controlnet_input_images):
         raise ParamError("controlnet_masks", f"Preprocessor {pre.label} requires controlnet_masks param "
                                              "(one mask per input image).")
     res, a, b = pre.clamp(req.controlnet_processor_res, req.controlnet_threshold_a, req.controlnet_threshold_b)
     images, poses = [], []
     store = service.store()
     for i, data in enumerate(req.controlnet_input_images):
-        mask = req.controlnet_masks[i] if pre.accepts_mask else None
+        mask = req.controlnet_masks[i] if pre.accepts_mask and i < len(req.controlnet_masks) else None
         given = parse_image(data, mask, f"controlnet_input_images[{i}]")
         array = np.dstack([given.image, given.mask]) if pre.accepts_mask else given.image
         try:
@@ -110,8 +110,8 @@ def _detect(req: DetectRequest, service) -> dict:
             raise
         except Exception as exc:   # missing weights (the message names file and folder), unbuilt networks
             raise ParamError("controlnet_module", f"{pre.label}: {exc}") from None
-        if detected.image is not None:
-            images.append(_png_b64(np.ascontiguousarray(detected.image)))
+        if detected.shown is not None:
+            images.append(_png_b64(np.ascontiguousarray(detected.shown)))
         if "openpose" in pre.name:
             poses.append(detected.pose)
     out = {"images": images, "info": "Success"}

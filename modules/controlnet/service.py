@@ -35,9 +35,10 @@ class Folders:
 
 class ControlNetService:
     def __init__(self, folders: Callable[[], Folders], cache_size: Callable[[], int] = lambda: 2,
-                 setting: Callable[[str, object], object] = lambda key, default: default):
+                 setting: Callable[[str, object], object] = lambda key, default: default,
+                 full_precision: Callable[[], bool] = lambda: False):
         from modules.controlnet.control_models import ModelCache
-        self._folders, self._setting = folders, setting
+        self._folders, self._setting, self._full_precision = folders, setting, full_precision
         self._files: list | None = None
         self._lock = threading.Lock()
         self.cache = ModelCache(max(1, int(cache_size())))
@@ -109,8 +110,10 @@ class ControlNetService:
             from modules.controlnet.control_models import ModelCache
             self.cache = ModelCache(size)
         model = p.sd_model
+        import torch
+        dtype = torch.float32 if self._full_precision() else model.dtype    # --no-half-controlnet
         try:
-            return self.cache.get(file, model, model.dtype, model.device)
+            return self.cache.get(file, model, dtype, model.device)
         except ModelFileError as exc:
             raise ParamError(f"{at}.model", str(exc)) from None
 
