@@ -43,7 +43,7 @@ class UnitControl:
         key = (height, width, channels, str(device), dtype)
         if key not in self.tensors:
             m = self.map_at(width, height)
-            t = torch.from_numpy(np.ascontiguousarray(m)).to(torch.float32).div(255).permute(2, 0, 1)[None]
+            t = torch.from_numpy(np.array(m, dtype=np.float32)).div(255).permute(2, 0, 1)[None]
             if m.shape[2] == 4:     # inpaint maps: the inpaint ControlNet's protocol, −1 where repainted (§4.7)
                 t = torch.where(t[:, 3:4] > 0.5, torch.full_like(t[:, :3], -1.0), t[:, :3])
             t = t[:, :channels] if channels < t.shape[1] else t
