@@ -77,10 +77,17 @@ class ControlNetHook:
             if au.model is None or not self.active(au, call.step):
                 continue
             soft = call.step.pass_name == "hires" and any(k in au.unit.module for k in ("canny", "mlsd"))
-            if au.model.kind == "controlnet":
-                self._controlnet(au, call, width, height, soft)
-            elif au.model.kind == "t2i_adapter":
-                self._adapter(au, call, width, height, soft)
+            offload = au.unit.low_vram and call.x.device.type != "cpu"
+            if offload:     # Low VRAM: the model is on the accelerator only for its own forward (§4.10)
+                au.model.to(call.x.device)
+            try:
+                if au.model.kind == "controlnet":
+                    self._controlnet(au, call, width, height, soft)
+                elif au.model.kind == "t2i_adapter":
+                    self._adapter(au, call, width, height, soft)
+            finally:
+                if offload:
+                    au.model.to("cpu")
 
     def _rows(self, au: ActiveUnit, call) -> list[int] | None:
         return call.cond_rows if cond_only(au.unit, au.model) else None

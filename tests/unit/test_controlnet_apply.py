@@ -174,3 +174,18 @@ def test_img2img_unit_without_image_takes_the_init_image(models, service):
     from modules.engine.params import ParamError
     with pytest.raises(ParamError, match=r"args\[0\]\.image.*no input image"):
         generate(models["sd1"], service, [u])
+
+
+def test_inpaint_module_gets_img2img_mask_as_the_inpaint_protocol(models, service):
+    """§4.7: an inpaint module in img2img takes A1111's mask; the control tensor is the image where kept and −1 in
+    all three channels where repainted."""
+    from PIL import Image
+    init = Image.fromarray(np.full((32, 32, 3), 200, np.uint8))
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, 16:] = 255
+    u = {"enabled": True, "module": "inpaint", "model": "control_v11p_tiny_canny"}
+    _, active = generate(models["sd1"], service, [u], init_images=[init], mask=Image.fromarray(mask),
+                         denoising_strength=0.7, mask_blur=0)
+    t = active[0].control.tensor_at(32, 32, 3, "cpu", torch.float32)
+    assert torch.all(t[0, :, :, 20:] == -1.0)
+    assert torch.allclose(t[0, :, :, :12], torch.full_like(t[0, :, :, :12], 200 / 255))
