@@ -41,11 +41,10 @@ class ControlModel:
         return f"<ControlModel {self.title}: {self.description}, {self.dtype}, {self.device}>"
 
     def to(self, device=None, dtype=None) -> "ControlModel":
-        device = torch.device(device) if device is not None else self.device
-        dtype = dtype or self.dtype
-        if (device, dtype) != (self.device, self.dtype):
+        if device is not None or dtype is not None:
             self.module.to(device=device, dtype=dtype)
-            self.device, self.dtype = device, dtype
+            p = next(self.module.parameters())
+            self.dtype, self.device = p.dtype, p.device
         return self
 
     def _need(self, kind: str, call: str) -> None:

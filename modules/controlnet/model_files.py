@@ -55,8 +55,15 @@ def file_hash(path: Path) -> str:
 
 
 def _entries(folder: Path) -> list[ControlModelFile]:
+    """The folder's model files, symlinked folders followed (each real folder once), sorted by file name."""
     found: list[ControlModelFile] = []
-    for root, dirs, files in os.walk(folder):
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         root_path = Path(root)
         for d in list(dirs):
             weights = diffusers_weights(root_path / d)

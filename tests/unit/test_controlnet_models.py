@@ -116,6 +116,11 @@ def test_scan_lists_in_folder_order_sorted_by_basename_first_title_wins(tmp_path
     (b / "alpha.ckpt").write_bytes(b"a")
     (b / "zeta.pth").write_bytes(b"other bytes, same 1 MiB hash")      # same title as a/zeta.pth: a's is kept
     (b / "deep" / "omega.pt").write_bytes(big[:10] + b"x")
+    (b / "deep" / "loop").symlink_to(b, target_is_directory=True)     # followed, each real folder once
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "linked.safetensors").write_bytes(b"l")
+    (b / "shared_models").symlink_to(shared, target_is_directory=True)
     folder = b / "controlnet-canny-sdxl-1.0"                           # a diffusers folder, listed by its name
     folder.mkdir()
     (folder / "config.json").write_text("{}")
@@ -125,7 +130,8 @@ def test_scan_lists_in_folder_order_sorted_by_basename_first_title_wins(tmp_path
     big_hash = hashlib.sha256(big[0x100000:0x110000]).hexdigest()[:8]
     assert [f.title for f in files] == [
         f"beta [{SMALL_FILE_HASH}]", f"gamma [{big_hash}]", f"zeta [{SMALL_FILE_HASH}]",
-        f"alpha [{SMALL_FILE_HASH}]", f"controlnet-canny-sdxl-1.0 [{big_hash}]", f"omega [{SMALL_FILE_HASH}]"]
+        f"alpha [{SMALL_FILE_HASH}]", f"controlnet-canny-sdxl-1.0 [{big_hash}]", f"linked [{SMALL_FILE_HASH}]",
+        f"omega [{SMALL_FILE_HASH}]"]
     assert files[2].path == a / "zeta.pth"
     assert files[4].path == folder and files[4].weights_path == folder / "diffusion_pytorch_model.safetensors"
     assert files[1].hash8 == big_hash != SMALL_FILE_HASH
@@ -199,6 +205,20 @@ def test_controlnet_1_0_full_file_in_the_extension_folder(tmp_path, ckpt):
     assert_same_weights(model, cn)
     inputs = _inputs(sd_model, batch=2)
     assert_same(assert_unet_takes_residuals(sd_model, model, *inputs), _reference(cn, *inputs))
+
+
+def test_an_inpainting_checkpoint_gives_the_controlnet_its_first_4_latent_channels(tmp_path, ckpt):
+    """An SD1 ControlNet on a 9-channel inpainting UNet (§4.4): the ControlNet sees the 4 latent channels only."""
+    root = tmp_path / "inpaint"
+    (root / "Stable-diffusion").mkdir(parents=True)
+    write_tiny_checkpoint(root / "Stable-diffusion" / "tiny_sd1_inpainting.safetensors", "sd1", seed=1, in_channels=9)
+    inpaint = manager_for(root).require()
+    cn = cf.tiny_controlnet(ckpt["sd1"].unet, seed=2)
+    model = load(_file(cf.write_pth(tmp_path / "cn" / "control_v11p_sd15_canny.pth", cn)), inpaint, torch.float32,
+                 "cpu")
+    inputs = _inputs(inpaint)
+    assert inputs[0].shape[1] == 9
+    assert_same(assert_unet_takes_residuals(inpaint, model, *inputs), _reference(cn, *inputs))
 
 
 def test_difference_model_is_the_loaded_unet_plus_the_stored_delta(tmp_path, ckpt):
