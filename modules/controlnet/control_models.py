@@ -20,6 +20,8 @@ from modules.controlnet import t2i_adapter as t2i
 from modules.controlnet.control_lora import MARKER as LORA_MARKER
 from modules.controlnet.control_lora import merge_control_lora
 from modules.controlnet.model_files import ControlModelFile
+from modules.models.controlnet import diffusers_to_original
+from modules.models.ldm_export import unet_to_original_state_dict
 from modules.models.safe_load import ModelFileError, load_state_dict
 
 KIND_LABEL = {"controlnet": "ControlNet", "t2i_adapter": "T2I-Adapter", "t2i_style": "T2I style adapter"}
@@ -53,11 +55,13 @@ class ControlModel:
 
     def _hint(self, hint: torch.Tensor) -> torch.Tensor:
         hint = hint.to(self.device, self.dtype)
+        if hint.shape[1] == self.hint_channels:
+            return hint
         if hint.shape[1] > self.hint_channels:      # 1-channel models take the first (R) channel (§2.2 rule 8)
-            hint = hint[:, : self.hint_channels]
-        elif hint.shape[1] < self.hint_channels:
-            hint = hint.expand(-1, self.hint_channels, -1, -1) if hint.shape[1] == 1 else hint
-        return hint
+            return hint[:, : self.hint_channels]
+        if hint.shape[1] == 1:
+            return hint.expand(-1, self.hint_channels, -1, -1)
+        raise ValueError(f"{self.title} takes {self.hint_channels}-channel control images, not {hint.shape[1]}")
 
     @torch.no_grad()
     def controlnet_residuals(self, x: torch.Tensor, timestep, context: torch.Tensor, hint: torch.Tensor,
@@ -82,9 +86,9 @@ class ControlModel:
 
     @property
     def hint_factor(self) -> int:
-        """How much smaller than the control image the latent is (the hint encoder's downsampling)."""
-        return 2 ** (len(self.module.config.conditioning_embedding_out_channels) - 1) if self.kind == "controlnet" \
-            else 1
+        """ControlNets: how much smaller than the control image the latent is (the hint encoder's downsampling)."""
+        self._need("controlnet", "hint_factor")
+        return 2 ** (len(self.module.config.conditioning_embedding_out_channels) - 1)
 
     @torch.no_grad()
     def adapter_features(self, hint: torch.Tensor) -> list[torch.Tensor]:
@@ -125,7 +129,6 @@ def recognise(sd: dict[str, torch.Tensor], file: ControlModelFile) -> tuple[str,
     if "down_blocks.0.motion_modules.0.temporal_transformer.norm.weight" in sd:
         raise _unsupported(file, "a SparseCtrl (AnimateDiff)")
     if "controlnet_cond_embedding.conv_in.weight" in sd:
-        from modules.models.controlnet import diffusers_to_original
         sd = diffusers_to_original(sd)
     if any(k.startswith("image_proj.") for k in sd) and any(k.startswith("ip_adapter.") for k in sd):
         raise _unsupported(file, "an IP-Adapter")
@@ -222,7 +225,7 @@ def _load_weights(module: torch.nn.Module, sd: dict[str, torch.Tensor], file: Co
         missing, unexpected = module.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as exc:
         raise ModelFileError(f"{file.title}: its weights do not fit the {what} they describe: "
-                             f"{cna._first_line(exc)}") from None
+                             f"{cna.first_line(exc)}") from None
     if missing or unexpected:
         raise ModelFileError(f"{file.title}: {len(missing)} missing and {len(unexpected)} unknown {what} weights "
                              f"(such as {', '.join((list(missing) + list(unexpected))[:4])})")
@@ -234,7 +237,6 @@ def _controlnet(file, kind, sd, sd_model) -> ControlModel:
     family = check_family(file, "ControlNet", context, adm, linear, sd_model)
     try:
         if kind in ("difference", "control_lora"):
-            from modules.models.ldm_export import unet_to_original_state_dict
             base = unet_to_original_state_dict(sd_model.unet)
             sd = cna.merge_difference(sd, base) if kind == "difference" else merge_control_lora(sd, base)
         arch = cna.read_arch(sd)

@@ -6,7 +6,7 @@ real 320-channel models; reading the same facts generically (channels, blocks pe
 and how many transformer blocks, the middle block's depth, linear or convolutional projections, context and ADM
 sizes, the hint encoder) covers those files, diffusers' -mid/-small variants (attention with zero transformer blocks)
 and the tiny test models alike. Only what weights cannot say (attention heads, the time-embedding details, SDXL's
-time-id embedding size) comes from the loaded UNet's config, and only after `check_fits` found the families equal.
+time-id embedding size) comes from the loaded UNet's config, and only after control_models' checks found the families and channels equal.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modules.models.controlnet import hint_channels
+from modules.models.controlnet import hint_channels, to_diffusers_state_dict
 
 FAMILY_LABEL = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 _CONTEXT_FAMILY = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
@@ -127,7 +127,7 @@ def read_arch(sd: dict[str, torch.Tensor]) -> ControlNetArch:
 
 def diffusers_config(arch: ControlNetArch, unet_config) -> dict:
     """ControlNetModel arguments: the structure from the weights, the rest (heads, time embedding) from the loaded
-    UNet, whose channels `check_fits` made sure are the same."""
+    UNet, whose channels control_models.check_structure made sure are the same."""
     from diffusers import ControlNetModel
 
     accepted = set(inspect.signature(ControlNetModel.__init__).parameters) - {"self"}
@@ -161,15 +161,13 @@ def build_controlnet(sd: dict[str, torch.Tensor], arch: ControlNetArch, unet_con
     from accelerate import init_empty_weights
     from diffusers import ControlNetModel
 
-    from modules.models.controlnet import to_diffusers_state_dict
-
     converted, left = to_diffusers_state_dict(sd)
     try:
         with init_empty_weights():
             model = ControlNetModel(**diffusers_config(arch, unet_config))
         missing, unexpected = model.load_state_dict(converted, strict=False, assign=True)
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise ArchError(f"its weights do not fit the architecture they describe: {_first_line(exc)}") from None
+        raise ArchError(f"its weights do not fit the architecture they describe: {first_line(exc)}") from None
     unexpected = list(unexpected) + left
     if missing or unexpected:
         raise ArchError(f"{len(missing)} missing and {len(unexpected)} unknown weights "
@@ -177,7 +175,7 @@ def build_controlnet(sd: dict[str, torch.Tensor], arch: ControlNetArch, unet_con
     return model.eval().requires_grad_(False)
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 

@@ -205,6 +205,9 @@ def test_controlnet_1_0_full_file_in_the_extension_folder(tmp_path, ckpt):
     assert_same_weights(model, cn)
     inputs = _inputs(sd_model, batch=2)
     assert_same(assert_unet_takes_residuals(sd_model, model, *inputs), _reference(cn, *inputs))
+    x, t, ctx, added, hint = inputs
+    with pytest.raises(ValueError, match=r"control image is \(8, 8\) for a latent of \(8, 8\); it must be \(16, 16\)"):
+        model.controlnet_residuals(x, t, ctx, hint[..., :8, :8], added)
 
 
 def test_an_inpainting_checkpoint_gives_the_controlnet_its_first_4_latent_channels(tmp_path, ckpt):
@@ -364,6 +367,13 @@ def test_unknown_and_missing_weights_are_refused_naming_the_file(tmp_path, ckpt)
     f = _file(cf._save(sd, tmp_path / "b" / "control_missing.safetensors"))
     with pytest.raises(ModelFileError, match=r"control_missing \[\w+\]: 1 missing and 0 unknown weights "
                                              r"\(such as controlnet_down_blocks.1.bias\)"):
+        load(f, ckpt["sd1"], torch.float32, "cpu")
+    # a T2I-Adapter with a skip convolution (sk=False), which no released adapter has
+    ad = cf.adapter_original_state_dict(cf.tiny_adapter("sd1"))
+    ad["body.1.skep.weight"] = torch.zeros(32, 32, 1, 1)
+    f = _file(cf._save(ad, tmp_path / "c" / "t2iadapter_skep.pth"))
+    with pytest.raises(ModelFileError, match=r"t2iadapter_skep \[\w+\]: 0 missing and 1 unknown T2I-Adapter weights "
+                                             r"\(such as body.1.skep.weight\)"):
         load(f, ckpt["sd1"], torch.float32, "cpu")
 
 
