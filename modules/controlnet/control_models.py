@@ -172,7 +172,8 @@ def _unet_facts(sd_model) -> tuple[str, int, int | None, str]:
     adm = cfg.get("projection_class_embeddings_input_dim") if cfg.get("addition_embed_type") == "text_time" else None
     context = int(cfg["cross_attention_dim"])
     spec = getattr(sd_model, "spec", None)
-    family = spec.family if spec is not None else cna.weights_family(context, adm, bool(cfg.get("use_linear_projection")))
+    linear = bool(cfg.get("use_linear_projection"))
+    family = spec.family if spec is not None else cna.weights_family(context, adm, linear)
     info = getattr(sd_model, "info", None)
     name = getattr(info, "stem", None) or (Path(info.filename).stem if info is not None else "(unnamed)")
     return family, context, adm, name

@@ -6,7 +6,8 @@ real 320-channel models; reading the same facts generically (channels, blocks pe
 and how many transformer blocks, the middle block's depth, linear or convolutional projections, context and ADM
 sizes, the hint encoder) covers those files, diffusers' -mid/-small variants (attention with zero transformer blocks)
 and the tiny test models alike. Only what weights cannot say (attention heads, the time-embedding details, SDXL's
-time-id embedding size) comes from the loaded UNet's config, and only after control_models' checks found the families and channels equal.
+time-id embedding size) comes from the loaded UNet's config, and only after control_models' checks found the
+families and channels equal.
 """
 from __future__ import annotations
 

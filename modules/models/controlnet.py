@@ -110,7 +110,8 @@ def diffusers_to_original(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             return f"zero_convs.{m.group(1)}.0.{m.group(2)}"
         if m := re.match(r"controlnet_cond_embedding\.blocks\.(\d+)\.(.*)", k):
             return f"input_hint_block.{2 * int(m.group(1)) + 2}.{m.group(2)}"
-        for old, new in (("mid_block.attentions.0.", "middle_block.1."), ("controlnet_mid_block.", "middle_block_out.0."),
+        for old, new in (("mid_block.attentions.0.", "middle_block.1."),
+                         ("controlnet_mid_block.", "middle_block_out.0."),
                          ("controlnet_cond_embedding.conv_in.", "input_hint_block.0."),
                          ("controlnet_cond_embedding.conv_out.", f"input_hint_block.{2 * n_hint + 2}."),
                          ("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),

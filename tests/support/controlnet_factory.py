@@ -155,8 +155,9 @@ def write_control_lora(path, unet, seed: int = 0, rank: int = 2, omitted: int = 
 def tiny_adapter(arch: str, seed: int = 0, hint_channels: int = 3, light: bool = False,
                  conv_down: bool = False) -> T2IAdapter:
     """diffusers' T2IAdapter laid out for the tiny UNet of `arch` (the reference the loader's adapter must equal):
-    sd1 → features 32 @ latent/1, 64 @ /2 (unshuffle 2); sdxl → 64, 128, 128 all @ /2 (unshuffle 4; the third goes to
-    the middle block). `conv_down`: stride-2 convolutions instead of average pooling; `light`: the light adapter."""
+    sd1 → features 32 @ latent/1, 64 @ /2 (unshuffle 2); sdxl → 64, 128, 128 all @ /2 (unshuffle 4; the third
+    goes to the middle block). `conv_down`: stride-2 convolutions instead of average pooling; `light`: the light
+    adapter."""
     from diffusers.models.adapter import LightAdapterBlock
 
     with torch.random.fork_rng(devices=[]):

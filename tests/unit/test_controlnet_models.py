@@ -262,8 +262,8 @@ def test_a_controlnet_for_another_family_is_refused_before_sampling(tmp_path, ck
 def test_a_t2i_adapter_for_another_family_is_refused(tmp_path, ckpt):
     ad = cf.tiny_adapter("sdxl", seed=1)
     f = _file(cf.write_adapter(tmp_path / "t2i-adapter-tiny-sdxl.safetensors", ad, layout="diffusers"))
-    with pytest.raises(ModelFileError, match=rf"^{re.escape(f.title)} does not fit the loaded checkpoint tiny_sd1: feature "
-                                             r"channels \[64, 128, 128\]; the loaded UNet needs"):
+    with pytest.raises(ModelFileError, match=rf"^{re.escape(f.title)} does not fit the loaded checkpoint tiny_sd1: "
+                                             r"feature channels \[64, 128, 128\]; the loaded UNet needs"):
         load(f, ckpt["sd1"], torch.float32, "cpu")
 
 
@@ -467,7 +467,8 @@ def test_real_size_architectures_are_read_from_the_weights(cfg, family, depth, m
 
 
 def test_real_t2i_adapters_fit_the_real_unets_as_the_original_layouts():
-    """SD: pixel-unshuffle 8, downsampling before levels 1–3; SDXL: unshuffle 16, only before level 2 (§2.2 rule 8)."""
+    """SD: pixel-unshuffle 8, downsampling before levels 1–3; SDXL: unshuffle 16, only before level 2
+    (§2.2 rule 8)."""
     from modules.controlnet.t2i_adapter import AdapterArch, fit
     from modules.models.architecture import family_defaults
 
