@@ -427,12 +427,16 @@ def test_model_built_in_the_jobs_dtype(tmp_path, ckpt):
 
 # --------------------------------------------------------------------------------------------------- real sizes
 
-def _meta_controlnet(**cfg):
+def _meta(cls, **cfg):
     from accelerate import init_empty_weights
-    from diffusers import ControlNetModel
 
     with init_empty_weights():
-        return cf.original_state_dict(ControlNetModel(**cfg), prefix=False)
+        return cls(**cfg)
+
+
+def _recognised(sd, name="real_size.safetensors"):
+    from pathlib import Path
+    return cm.recognise(sd, ControlModelFile(Path(name), Path(name).stem, "00000000"))
 
 
 SDXL = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -452,18 +456,55 @@ SDXL = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnD
     (dict(SDXL, down_block_types=("DownBlock2D",) * 3, transformer_layers_per_block=0), "sdxl", (0, 0, 0), 0,
      "middle_block.1.proj_in.weight"),
 ], ids=["sd15", "sd21", "sdxl-full", "sdxl-mid", "sdxl-small"])
-def test_real_size_architectures_are_read_from_the_weights(cfg, family, depth, mid, key):
-    """The real files' key names and shapes (§2.2 rule 7), on the meta device: no weights needed."""
-    from modules.controlnet.controlnet_arch import read_arch
+def test_real_size_controlnets_are_read_and_built_from_their_weights(cfg, family, depth, mid, key):
+    """The real files' key names and shapes (§2.2 rules 3 and 7), on the meta device (no weights): the architecture
+    read from the original layout and from diffusers' layout, and every weight placed in the ControlNetModel built."""
+    from diffusers import ControlNetModel
 
-    sd = _meta_controlnet(**cfg)
-    assert key in sd
+    from modules.controlnet.controlnet_arch import build_controlnet, read_arch
+
+    source = _meta(ControlNetModel, **cfg)
+    original = cf.original_state_dict(source)
+    assert ("control_model." + key) in original
+    kind, sd = _recognised(original, "control_v11p_sd15_canny.pth")
+    assert kind == "controlnet"
     arch = read_arch(sd)
     assert arch.family == family
     assert arch.channels[:3] == (320, 640, 1280) and arch.layers_per_block == 2
     assert arch.depth == depth and arch.mid_depth == mid
     assert arch.hint_factor == 8 and arch.hint_channels == 3
     assert arch.adm_dim == (2816 if family == "sdxl" else None)
+    built, want = build_controlnet(sd, arch, source.config).state_dict(), source.state_dict()
+    assert built.keys() == want.keys() and all(built[k].shape == v.shape for k, v in want.items())
+    kind, from_diffusers = _recognised(source.state_dict(), "diffusion_pytorch_model.safetensors")
+    assert kind == "controlnet" and read_arch(from_diffusers) == arch
+
+
+@pytest.mark.parametrize("adapter_type,channels,layout", [
+    ("full_adapter", [320, 640, 1280, 1280], "original"), ("light_adapter", [320, 640, 1280], "original"),
+    ("full_adapter_xl", [320, 640, 1280, 1280], "diffusers")])
+def test_real_size_t2i_adapters_load_into_the_real_unets(adapter_type, channels, layout):
+    """t2iadapter_*_sd14v1.pth (full and light) and t2i-adapter-*-sdxl-1.0 (diffusers) at their real sizes, on the
+    meta device: recognised, fitted to the real UNet configs, every weight placed."""
+    from diffusers import T2IAdapter
+
+    from modules.controlnet import t2i_adapter as t2i
+    from modules.models.architecture import family_defaults
+
+    source = _meta(T2IAdapter, in_channels=3, channels=channels, num_res_blocks=4 if "light" in adapter_type else 2,
+                   downscale_factor=16 if "xl" in adapter_type else 8, adapter_type=adapter_type)
+    sd = cf.adapter_original_state_dict(source) if layout == "original" else source.state_dict()
+    kind, sd = _recognised(sd)
+    assert kind == "t2i_adapter"
+    arch = t2i.read_arch(sd)
+    unet = family_defaults("sdxl" if "xl" in adapter_type else "sd1")["unet"]
+    hint, factor, downs = t2i.fit(arch, unet, 8)
+    assert (hint, factor) == (3, 16 if "xl" in adapter_type else 8)
+    net = _meta(t2i.AdapterNet, arch=arch, factor=factor, downs=downs)
+    missing, unexpected = net.load_state_dict(sd, strict=False, assign=True)
+    assert missing == [] and unexpected == []
+    assert [b.downsample is not None for b in net.body] == downs
+    assert [b.downsample is not None for b in source.adapter.body] == downs     # diffusers' own layout
 
 
 def test_real_t2i_adapters_fit_the_real_unets_as_the_original_layouts():
