@@ -26,8 +26,11 @@ def get(server, path):
 
 def test_list_routes_have_a1111_shapes(server):
     assert get(server, "face-restorers") == [] and get(server, "realesrgan-models") == []
-    assert get(server, "hypernetworks") == [] and get(server, "extensions") == [] and get(server, "script-info") == []
-    assert get(server, "scripts") == {"txt2img": [], "img2img": []}
+    assert get(server, "hypernetworks") == []
+    # the built-in ControlNet is the one extension and script of a fresh install (A1111 lists its built-ins too)
+    assert [(e["name"], e["enabled"]) for e in get(server, "extensions")] == [("controlnet", True)]
+    assert get(server, "scripts") == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
+    assert {(i["name"], i["is_alwayson"]) for i in get(server, "script-info")} == {("controlnet", True)}
     assert get(server, "embeddings") == {"loaded": {}, "skipped": {}}
     assert get(server, "loras") == []
     assert {u["name"] for u in get(server, "upscalers")} == {"None", "Lanczos", "Nearest"}
@@ -102,8 +105,8 @@ def test_override_settings_and_restore(server):
 def test_scripts_unknown_are_422(server):
     r = txt2img(server, script_name="X/Y/Z plot")
     assert r.status_code == 422 and "X/Y/Z plot" in r.json()["detail"]
-    r = txt2img(server, alwayson_scripts={"controlnet": {"args": []}})
-    assert r.status_code == 422 and "controlnet" in r.json()["detail"]
+    r = txt2img(server, alwayson_scripts={"ADetailer": {"args": []}})
+    assert r.status_code == 422 and "ADetailer" in r.json()["detail"] and "controlnet" in r.json()["detail"].lower()
     assert txt2img(server, alwayson_scripts={}).status_code == 200
 
 

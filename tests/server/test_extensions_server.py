@@ -77,8 +77,8 @@ def test_unknown_scripts_and_arguments_are_422_naming_them(ext_server):
     ui_mode_only(ext_server)
     r = txt2img(ext_server, script_name="X/Y/Z plot")
     assert r.status_code == 422 and "X/Y/Z plot" in r.json()["detail"]
-    r = txt2img(ext_server, alwayson_scripts={"controlnet": {"args": []}})
-    assert r.status_code == 422 and "controlnet" in r.json()["detail"] and "Recorder" in r.json()["detail"]
+    r = txt2img(ext_server, alwayson_scripts={"ADetailer": {"args": []}})
+    assert r.status_code == 422 and "ADetailer" in r.json()["detail"] and "Recorder" in r.json()["detail"]
     r = txt2img(ext_server, alwayson_scripts={"Recorder": {"args": {"bogus": 1}}})
     assert r.status_code == 422 and "bogus" in r.json()["detail"]
     r = txt2img(ext_server, script_name="sample tiler")  # an img2img-only script
