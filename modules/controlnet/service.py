@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image
 
 from modules.controlnet import hints, infotext
@@ -110,12 +111,15 @@ class ControlNetService:
             from modules.controlnet.control_models import ModelCache
             self.cache = ModelCache(size)
         model = p.sd_model
-        import torch
         dtype = torch.float32 if self._full_precision() else model.dtype    # --no-half-controlnet
         try:
-            return self.cache.get(file, model, dtype, model.device)
+            loaded = self.cache.get(file, model, dtype, model.device)
         except ModelFileError as exc:
             raise ParamError(f"{at}.model", str(exc)) from None
+        if loaded.kind == "t2i_style":     # its input is a CLIP vision embedding: the clip_vision network is not here
+            raise ParamError(f"{at}.model", f"{loaded.title} is a T2I style adapter; it needs the clip_vision "
+                                            "preprocessor, which is not built in yet")
+        return loaded
 
     def _folder_text(self) -> str:
         return ", ".join(str(f) for f in self._folders().models)

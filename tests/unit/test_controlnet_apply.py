@@ -37,6 +37,7 @@ def folder(tmp_path_factory, models):
     cf.write_adapter(d / "t2iadapter_tiny_sd14v1.pth", cf.tiny_adapter("sd1", seed=3))
     cf.write_pth(d / "controlnet-tiny-sdxl.safetensors", cf.tiny_controlnet(xl, seed=11))
     cf.write_adapter(d / "t2i-adapter-tiny-sdxl.safetensors", cf.tiny_adapter("sdxl", seed=4), layout="diffusers")
+    cf.write_style_adapter(d / "t2iadapter_style_tiny.pth", context_dim=32)
     return d
 
 
@@ -81,6 +82,12 @@ def test_a_model_of_another_family_is_refused(models, service):
     from modules.engine.params import ParamError
     with pytest.raises(ParamError, match=r"args\[0\]\.model.*sdxl|args\[0\]\.model.*SDXL"):
         generate(models["sd1"], service, [unit("controlnet-tiny-sdxl")])
+
+
+def test_a_style_adapter_is_refused_not_silently_ignored(models, service):
+    from modules.engine.params import ParamError
+    with pytest.raises(ParamError, match=r"args\[0\]\.model.*style adapter.*clip_vision"):
+        generate(models["sd1"], service, [unit("t2iadapter_style_tiny")])
 
 
 def steps_with_control(models, service, unit_kw: dict, **fields):

@@ -287,3 +287,19 @@ def test_check_updates_hanging_remote_stops_at_the_timeout(dirs, remote_and_clon
         took = time.monotonic() - start
     assert status == "unknown (timed out after 2 s)"
     assert took < 10
+
+
+def test_a_copied_extension_the_builtin_provides_is_listed_not_run(dirs):
+    """sd-webui-controlnet (or its zip download's -main folder) in extensions/ is shown, disabled, as provided by the
+    built-in controlnet extension; with the built-in disabled, the copy is treated like any extension."""
+    user, builtin = dirs
+    make_ext(builtin, "controlnet")
+    make_ext(user, "sd-webui-controlnet-main")
+    make_ext(user, "other")
+    exts = {e.name: e for e in extensions.list_extensions(user, builtin)}
+    copy = exts["sd-webui-controlnet-main"]
+    assert not copy.enabled and "provided by the built-in controlnet" in copy.disabled_reason
+    assert exts["other"].enabled and exts["controlnet"].enabled
+    assert names(extensions.active()) == ["controlnet", "other"]
+    exts = {e.name: e for e in extensions.list_extensions(user, builtin, disabled=["controlnet"])}
+    assert exts["sd-webui-controlnet-main"].enabled and not exts["controlnet"].enabled
