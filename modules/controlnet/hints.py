@@ -101,7 +101,7 @@ def processor_resolution(unit: ControlNetUnit, pre, image_hw: tuple[int, int], t
 
 
 def prepare_control(unit: ControlNetUnit, pre, p, where: str, seed: int, store,
-                    ignore_noninpaint_mask: bool = False) -> UnitControl:
+                    ignore_noninpaint_mask: bool = False, cache=None) -> UnitControl:
     """Runs the preprocessor once; the result is resized per generation size later (base and hires)."""
     if unit.openpose_json is not None:
         from modules.controlnet.openpose import pose_json
@@ -115,7 +115,10 @@ def prepare_control(unit: ControlNetUnit, pre, p, where: str, seed: int, store,
     given = unit_input(unit, pre, p, where, ignore_noninpaint_mask)
     res = processor_resolution(unit, pre, given.array.shape[:2], (p.height, p.width))
     _, a, b = pre.clamp(unit.processor_res, unit.threshold_a, unit.threshold_b)
-    detected = pre.run(given.array, res, a, b, seed=seed, store=store)
+    if cache is not None:
+        detected = cache.run(pre, given.array, res, a, b, seed=seed, store=store)
+    else:
+        detected = pre.run(given.array, res, a, b, seed=seed, store=store)
     if detected.image is None:
         raise ParamError(f"{where}.module", f"preprocessor {pre.label} gives no image; it serves models this "
                                             "program does not run yet")

@@ -37,8 +37,10 @@ class Folders:
 class ControlNetService:
     def __init__(self, folders: Callable[[], Folders], cache_size: Callable[[], int] = lambda: 2,
                  setting: Callable[[str, object], object] = lambda key, default: default,
-                 full_precision: Callable[[], bool] = lambda: False):
+                 full_precision: Callable[[], bool] = lambda: False, preprocessor_cache_size: int = 16):
         from modules.controlnet.control_models import ModelCache
+        from modules.controlnet.preprocessor_cache import PreprocessorCache
+        self.preprocessed = PreprocessorCache(preprocessor_cache_size)
         self._folders, self._setting, self._full_precision = folders, setting, full_precision
         self._files: list | None = None
         self._lock = threading.Lock()
@@ -84,7 +86,8 @@ class ControlNetService:
             seed = (int(p.all_seeds[0]) + int(p.all_subseeds[0])) & 0xFFFFFFFF if p.all_seeds else 0
             try:
                 control = hints.prepare_control(unit, pre, p, at, seed, self.store(),
-                                                 bool(self._setting("controlnet_ignore_noninpaint_mask", False)))
+                                                 bool(self._setting("controlnet_ignore_noninpaint_mask", False)),
+                                                 self.preprocessed)
             except (ParamError, MemoryError):
                 raise
             except Exception as exc:   # AnnotatorMissing, PreprocessorUnavailable: the message says what to do

@@ -196,3 +196,21 @@ def test_inpaint_module_gets_img2img_mask_as_the_inpaint_protocol(models, servic
     t = active[0].control.tensor_at(32, 32, 3, "cpu", torch.float32)
     assert torch.all(t[0, :, :, 20:] == -1.0)
     assert torch.allclose(t[0, :, :, :12], torch.full_like(t[0, :, :, :12], 200 / 255))
+
+
+def test_preprocessor_results_are_reused_for_the_same_input():
+    """§3.1's cache: the same image and settings run the preprocessor once; another image, other thresholds, or a
+    new seed for shuffle run it again; the oldest result leaves first."""
+    from modules.controlnet import preprocessors
+    from modules.controlnet.preprocessor_cache import PreprocessorCache
+
+    cache = PreprocessorCache(2)
+    canny, shuffle = preprocessors.get("canny"), preprocessors.get("shuffle")
+    img, other = control_image(), control_image()[::-1].copy()
+    first = cache.run(canny, img, 32, 100, 200, seed=1, store=None)
+    assert cache.run(canny, img.copy(), 32, 100, 200, seed=2, store=None) is first       # seed does not matter
+    assert cache.run(canny, img, 32, 50, 200, seed=1, store=None) is not first
+    assert cache.run(canny, other, 32, 100, 200, seed=1, store=None) is not first
+    assert cache.run(canny, img, 32, 100, 200, seed=1, store=None) is not first           # evicted (size 2)
+    s1 = cache.run(shuffle, img, 32, 0.5, 0.5, seed=1, store=None)
+    assert cache.run(shuffle, img, 32, 0.5, 0.5, seed=2, store=None) is not s1

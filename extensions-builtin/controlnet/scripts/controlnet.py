@@ -46,7 +46,9 @@ def folders() -> Folders:
 
 
 service = ControlNetService(folders, lambda: _setting("control_net_model_cache_size", 2) or 2, _setting,
-                            lambda: bool(_flag("no_half_controlnet")))
+                            lambda: bool(_flag("no_half_controlnet")),
+                            _flag("controlnet_preprocessor_cache_size") if _flag("controlnet_preprocessor_cache_size")
+                            is not None else 16)
 
 
 def unit_count() -> int:
