@@ -212,3 +212,19 @@ def test_demo_steering_figure_over_the_api(cn_server):
             out.append(demo_cn.iou(demo_cn.object_mask(gen), target))
     assert np.mean(with_c) >= 0.6, with_c
     assert np.mean(without) <= 0.3, without
+
+
+def test_detectmap_settings_autosave_and_no_append(cn_server):
+    caption, _, img = scene_case()
+    unit = {"enabled": True, "module": "canny", "model": "demo-shapes_canny", "image": b64(img), "pixel_perfect": True}
+    opts = cn_server.api("options")
+    try:
+        assert requests.post(opts, json={"control_net_detectmap_autosaving": True,
+                                         "control_net_no_detectmap": True}, timeout=30).status_code == 200
+        r = generate(cn_server, [unit], prompt=caption)
+        assert r.status_code == 200 and len(r.json()["images"]) == 1       # not appended
+        saved = list((cn_server.data_dir / "detected_maps" / "canny").rglob("*.png"))   # A1111's date folders
+        assert len(saved) == 1 and Image.open(saved[0]).size == (64, 64)
+    finally:
+        requests.post(opts, json={"control_net_detectmap_autosaving": False, "control_net_no_detectmap": False},
+                      timeout=30)

@@ -86,8 +86,25 @@ class ControlNetScript(scripts.Script):
 
     def postprocess(self, p, processed, *args):
         active = getattr(p, "controlnet_units", None)
-        if active:
-            processed.images.extend(service.detected_maps(p, active))
+        if not active:
+            return
+        if _setting("control_net_detectmap_autosaving", False):
+            _autosave(p, active)
+        processed.images.extend(service.detected_maps(p, active))
+
+
+def _autosave(p, active) -> None:
+    """The extension's "Allow detectmap auto saving": each unit's map at the generation size, into
+    <data>/<control_net_detectedmap_dir>/<module>/ (A1111's sequential file names)."""
+    from PIL import Image
+
+    from modules import images
+    base = Path(_setting("control_net_detectedmap_dir", "detected_maps") or "detected_maps")
+    base = base if base.is_absolute() else Path(shared.data_path) / base
+    for au in active:
+        folder = base / au.pre.label.split(" ")[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        images.save_image(Image.fromarray(au.control.map_at(p.width, p.height)), str(folder), "")
 
 
 def _settings():
