@@ -31,13 +31,6 @@ HR_OPTIONS = ("Both", "Low res only", "High res only")
 ALL = "All"
 MAX_POSE_JSON_BYTES = 5 * 1024 * 1024
 
-# infotext field name → unit key, in the order the extension writes them (§1.7)
-INFOTEXT_FIELDS = {"Module": "module", "Model": "model", "Weight": "weight", "Resize Mode": "resize_mode",
-                   "Processor Res": "processor_res", "Threshold A": "threshold_a", "Threshold B": "threshold_b",
-                   "Guidance Start": "guidance_start", "Guidance End": "guidance_end",
-                   "Pixel Perfect": "pixel_perfect", "Control Mode": "control_mode"}
-
-
 @dataclass
 class ControlNetUIDeps:
     """What the accordion needs from the built-in extension's script."""
@@ -245,26 +238,10 @@ def status_text(unit: dict, is_img2img: bool) -> str:
 
 
 def parse_infotext_unit(text: str) -> dict:
-    """`Module: canny, Model: x [h], Weight: 1.0, …` → {"module": "canny", "weight": 1.0, …} (True/False/int/float
-    read as such, unknown fields ignored). The extension writes no value that contains ", " or ": "."""
-    out = {}
-    for pair in str(text).split(", "):
-        key, sep, value = pair.partition(": ")
-        if not sep or key.strip() not in INFOTEXT_FIELDS:
-            continue
-        out[INFOTEXT_FIELDS[key.strip()]] = _typed(value.strip())
-    return out
-
-
-def _typed(value: str):
-    if value in ("True", "False"):
-        return value == "True"
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
+    """`Module: canny, Model: x [h], Weight: 1.0, …` → {"module": "canny", "weight": 1.0, …}: the engine's parser of
+    the extension's infotext (modules/controlnet/infotext.py)."""
+    from modules.controlnet.infotext import parse_unit_text
+    return parse_unit_text(text)
 
 
 # --- the page ------------------------------------------------------------------------------------------------
