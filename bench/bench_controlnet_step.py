@@ -3,27 +3,35 @@ same weights (issue #18: ratio <= 1.05 per step).
 
 The bundled demo model (models/Stable-diffusion/demo) and its canny ControlNet (models/ControlNet), loaded once in
 one process; DPM++ 2M (DPMSolverMultistepScheduler, Karras: the scheduler our "DPM++ 2M" / "Automatic" builds, the
-same class and config on both sides), CFG 7, batch 1 (UNet and ControlNet batch 2), weight 1, Balanced. Variants:
+same class and config on both sides), CFG 7, batch 1 (UNet and ControlNet batch 2), weight 1, Balanced, fp32.
+Variants:
 
-* diffusers+cn  StableDiffusionControlNetPipeline (controlnet_conditioning_scale 1, the control image given);
+* diffusers+cn  StableDiffusionControlNetPipeline (controlnet_conditioning_scale 1) with the ControlNetModel our
+                service loaded (same object, same weights);
 * ours+cn       modules.processing.process with one unit {"module": "none", "model": "control_demo-shapes_canny",
                 "image": <edges>} made ready by ControlNetService.prepare/attach, as the built-in extension does;
 * diffusers     StableDiffusionPipeline, same components, no ControlNet (context);
 * ours          process without a unit (context).
 
-A step = the interval between two consecutive step-end timestamps (diffusers: callback_on_step_end; ours: an
-after_step hook; both right after scheduler.step). Measurements per size:
+A step = the interval between two consecutive step-end stamps (diffusers: callback_on_step_end; ours: an after_step
+hook; both right after scheduler.step), in wall time and in CPU time of the thread that runs the side (with
+--threads 1 that thread does all the work, so its CPU time is the step's compute, which other processes' load
+barely changes; with more threads it is the calling thread's share). Measurements per size:
 
 * interleaved: one warm-up run per variant, then whole runs of all four variants in rotating order; per variant
-  the median over all step intervals; ratio = ours / diffusers of the medians, and per repetition (paired);
-* lockstep: the diffusers pipeline runs in a second thread and the two sides take turns step by step (semaphores
-  in the two step-end callbacks), so step i of each side runs right after the other's and load changes on a shared
-  machine hit both alike; median of the per-step ratios. Never both at once: the waiting side is blocked.
+  the median over all step intervals; ratio = ours / diffusers of the medians;
+* lockstep: one run of each side of a pair at once, taking turns step by step (one side in a second thread; each
+  blocks on a semaphore in its step-end callback until the other has done its next step), so step i of each side
+  runs right after the other's and load changes hit both alike; median [quartiles] of the per-step ratios. Never
+  both at once: the waiting side is blocked. Which side goes first (in the thread) alternates run by run;
+* call A/B: the ControlNet call and the UNet call alone with the inputs each side gives them, alternating;
+* networks canned: UNet, ControlNet and VAE decode return precomputed outputs, so a step is only each side's own
+  work around them (what our hook and loop add; the figure load cannot blur);
 * peak RSS: each variant alone in a fresh process (load, one run at each size).
 
-    venv/bin/python bench/bench_controlnet_step.py [--sizes 64 128] [--steps 20 10] [--reps 8 4] [--lockstep 3 2]
-        [--threads 2] [--no-rss]              # defaults: about 3 min on 2 cores
-    venv/bin/python bench/bench_controlnet_step.py --profile 128   # cProfile of ours+cn at 128x128, networks canned
+    venv/bin/python bench/bench_controlnet_step.py [--sizes 64 128] [--steps 20 10] [--reps 6 3] [--lockstep 4 2]
+        [--threads 2] [--no-rss]              # defaults: about 4 min on 2 quiet cores
+    venv/bin/python bench/bench_controlnet_step.py --profile 64    # cProfile (networks canned) + operator counts
 """
 from __future__ import annotations
 
@@ -80,9 +88,19 @@ def control_case(size: int) -> tuple[str, np.ndarray]:
     return caption, np.ascontiguousarray(np.stack([edges] * 3, axis=-1))
 
 
+def stamp() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
+
+
+def intervals(ends: list[tuple[float, float]], starts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(wall, cpu) of each step from the previous step's end (or resumption) to this step's end."""
+    return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(starts, ends)]
+
+
 class Bench:
-    def __init__(self, model, size: int, steps: int, annotators: Path):
-        from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
+    def __init__(self, model, size: int, steps: int, annotators: Path, controlnet=None):
+        """controlnet: the ControlNetModel for the diffusers pipeline; None = the one our service loads."""
+        from diffusers import StableDiffusionPipeline
         from PIL import Image
 
         from modules import processing
@@ -94,33 +112,44 @@ class Bench:
         self.model, self.size, self.steps = model, size, steps
         self.processing, self.GenerationParams = processing, GenerationParams
         self.prompt, edges = control_case(size)
-        self.stamps: list[float] = []
-        self.step_end = None                # lockstep: called at each of our step ends
+        self.stamps: list[tuple[float, float]] = []
+        self.step_end = self._stamp         # called at each of our step ends (lockstep: its turn-taking)
         self.hooks = Hooks()
-        self.hooks.add("after_step", self._stamp)
+        self.hooks.add("after_step", lambda _args: self.step_end())
 
         # ours: the unit as the API sends it, made ready the way the built-in extension does
         folders = Folders(models=[ROOT / "models" / "ControlNet"], annotator_download=annotators)
         self.service = ControlNetService(lambda: folders)
         self.unit = parse_unit({"enabled": True, "module": "none", "model": CN_MODEL, "image": edges}, 0)
 
-        # diffusers: the same components; the ControlNet is the module our service loaded (same weights, same object)
+        # diffusers: the same components (the ControlNet pipeline and its model are made on first use)
         spec, schedule = samplers.resolve(SAMPLER, SCHEDULE)
         config = model.scheduler_config()
-        parts = dict(vae=model.vae, text_encoder=model.text_encoders[0], tokenizer=model.tokenizers[0],
-                     unet=model.unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        self.controlnet = self._our_controlnet()
-        self.pipe_cn = StableDiffusionControlNetPipeline(
-            controlnet=self.controlnet, scheduler=samplers.make_scheduler(spec, schedule, config), **parts)
-        self.pipe = StableDiffusionPipeline(scheduler=samplers.make_scheduler(spec, schedule, config), **parts)
-        for pipe in (self.pipe_cn, self.pipe):
-            pipe.set_progress_bar_config(disable=True)
+        self._parts = dict(vae=model.vae, text_encoder=model.text_encoders[0], tokenizer=model.tokenizers[0],
+                           unet=model.unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        self._make_scheduler = lambda: samplers.make_scheduler(spec, schedule, config)
+        self._controlnet, self._pipe_cn = controlnet, None
+        self.pipe = StableDiffusionPipeline(scheduler=self._make_scheduler(), **self._parts)
+        self.pipe.set_progress_bar_config(disable=True)
         self.control_image = Image.fromarray(edges)
 
-    def _stamp(self, _args=None):
-        self.stamps.append(time.perf_counter())
-        if self.step_end is not None:
-            self.step_end()
+    @property
+    def controlnet(self):
+        if self._controlnet is None:
+            self._controlnet = self._our_controlnet()
+        return self._controlnet
+
+    @property
+    def pipe_cn(self):
+        from diffusers import StableDiffusionControlNetPipeline
+        if self._pipe_cn is None:
+            self._pipe_cn = StableDiffusionControlNetPipeline(controlnet=self.controlnet,
+                                                              scheduler=self._make_scheduler(), **self._parts)
+            self._pipe_cn.set_progress_bar_config(disable=True)
+        return self._pipe_cn
+
+    def _stamp(self):
+        self.stamps.append(stamp())
 
     def _setup(self, p):
         self.service.attach(p, self.service.prepare(p, [self.unit]))
@@ -130,30 +159,34 @@ class Bench:
         from types import SimpleNamespace
         p = SimpleNamespace(sd_model=self.model, all_seeds=[0], all_subseeds=[0], width=self.size, height=self.size,
                             init_images=None)
-        return diffusers_module(self.service.prepare(p, [self.unit])[0].model)
+        return self.service.prepare(p, [self.unit])[0].model.module
 
-    def _params(self, seed: int, steps: int | None = None):
-        return self.GenerationParams(prompt=self.prompt, negative_prompt="", steps=steps or self.steps,
-                                     width=self.size, height=self.size, cfg_scale=CFG, seed=seed,
-                                     sampler_name=SAMPLER, scheduler=SCHEDULE, do_not_save_samples=True,
-                                     do_not_save_grid=True)
+    def _params(self, seed: int):
+        return self.GenerationParams(prompt=self.prompt, negative_prompt="", steps=self.steps, width=self.size,
+                                     height=self.size, cfg_scale=CFG, seed=seed, sampler_name=SAMPLER,
+                                     scheduler=SCHEDULE, do_not_save_samples=True, do_not_save_grid=True)
 
-    def run(self, variant: str, seed: int) -> list[float]:
-        """Step intervals (s) of one whole run of `variant`."""
+    def run(self, variant: str, seed: int) -> list[tuple[float, float]]:
+        """(wall, cpu) of each step after the first of one whole run of `variant`."""
         self.stamps = []
-        if variant.startswith("ours"):
-            self.processing.process(self.model, self._params(seed), hooks=self.hooks,
-                                    setup=self._setup if variant == "ours+cn" else None)
-        else:
-            self._diffusers(variant, seed, self._diffusers_step_end)
+        self._run(variant, seed, self._stamp)
         assert len(self.stamps) == self.steps, (variant, len(self.stamps))
-        return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        return intervals(self.stamps[1:], self.stamps)
 
-    def _diffusers_step_end(self, pipe, i, t, kwargs):
-        self._stamp()
-        return {}
+    def _run(self, variant: str, seed: int, step_end) -> None:
+        """One whole run of `variant`; step_end() is called right after each scheduler step."""
+        if variant.startswith("ours"):
+            self.step_end = step_end
+            try:
+                self.processing.process(self.model, self._params(seed), hooks=self.hooks,
+                                        setup=self._setup if variant == "ours+cn" else None)
+            finally:
+                self.step_end = self._stamp
+            return
 
-    def _diffusers(self, variant: str, seed: int, callback) -> None:
+        def callback(pipe, i, t, kwargs):
+            step_end()
+            return {}
         common = dict(prompt=self.prompt, num_inference_steps=self.steps, guidance_scale=CFG, height=self.size,
                       width=self.size, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
                       callback_on_step_end=callback)
@@ -162,54 +195,58 @@ class Bench:
         else:
             self.pipe(**common)
 
-    def lockstep(self, ours: str, theirs: str, seed: int) -> list[tuple[float, float]]:
-        """(our step i, their step i) for i >= 1 of one run each, taking turns step by step: the diffusers pipeline
-        runs in a thread that blocks in its step-end callback until our next step has ended, and vice versa."""
-        to_ours, to_theirs = threading.Semaphore(0), threading.Semaphore(0)
-        theirs_in, theirs_out, ours_out = [], [], []
-        failure = []
+    def lockstep(self, ours: str, theirs: str, seed: int, ours_first: bool) -> list[tuple[tuple, tuple]]:
+        """((wall, cpu) of our step i, the same of their step i) for i >= 1 of one run each, taking turns step by
+        step: the side that goes first runs in a second thread; each side blocks at its step end until the other
+        has done its next step, so the two never compute at the same time."""
+        first, second = (ours, theirs) if ours_first else (theirs, ours)
+        go = {first: threading.Semaphore(0), second: threading.Semaphore(0)}
+        ends: dict[str, list] = {first: [], second: []}        # stamps at each step end
+        resumed: dict[str, list] = {first: [], second: []}     # stamps when the side goes on after its turn
+        stop, failure = threading.Event(), []
 
-        def their_step_end(pipe, i, t, kwargs):
-            theirs_in.append(time.perf_counter())
-            to_ours.release()
-            if i < self.steps - 1:          # after their last step they finish (VAE) while we wait for the thread
-                to_theirs.acquire()
-            theirs_out.append(time.perf_counter())
-            return {}
+        def first_end():
+            ends[first].append(stamp())
+            go[second].release()
+            if not stop.is_set():
+                go[first].acquire()
+            resumed[first].append(stamp())
 
-        def their_run():
+        def second_end():
+            ends[second].append(stamp())
+            go[first].release()
+            if len(ends[second]) < self.steps:
+                go[second].acquire()
+            else:
+                thread.join()           # the first side finishes its run; then this one finishes
+            if failure:
+                raise RuntimeError("the other side of the lockstep failed") from failure[0]
+            resumed[second].append(stamp())
+
+        def first_run():
             try:
-                self._diffusers(theirs, seed, their_step_end)
+                self._run(first, seed, first_end)
             except BaseException as exc:     # noqa: BLE001 (re-raised in the main thread)
                 failure.append(exc)
-                to_ours.release()
+            finally:
+                go[second].release()
 
-        def our_step_end():
-            if len(self.stamps) < self.steps:
-                to_theirs.release()
-                to_ours.acquire()
-            else:
-                thread.join()
-            ours_out.append(time.perf_counter())
-
-        thread = threading.Thread(target=their_run, name="diffusers-lockstep")
-        self.stamps, self.step_end = [], our_step_end
+        thread = threading.Thread(target=first_run, name="lockstep-first")
         try:
             thread.start()
-            to_ours.acquire()                   # their step 0 is done
+            go[second].acquire()                # the first side's step 0 is done
             if failure:
                 raise failure[0]
-            self.processing.process(self.model, self._params(seed), hooks=self.hooks,
-                                    setup=self._setup if ours == "ours+cn" else None)
+            self._run(second, seed, second_end)
         finally:
-            self.step_end = None
-            to_theirs.release()
+            stop.set()
+            go[first].release()
             thread.join()
         if failure:
             raise failure[0]
-        our_steps = [b - a for a, b in zip(ours_out, self.stamps[1:])]
-        their_steps = [b - a for a, b in zip(theirs_out, theirs_in[1:])]
-        return list(zip(our_steps, their_steps))
+        steps = {side: intervals(ends[side][1:], resumed[side]) for side in (first, second)}
+        assert len(steps[ours]) == len(steps[theirs]) == self.steps - 1, steps
+        return list(zip(steps[ours], steps[theirs]))
 
 
 class Canned:
@@ -243,110 +280,109 @@ class Canned:
         del self.cn.forward, self.unet.forward, self.vae.decode
 
 
-def controlnet_ab(bench: Bench, calls: int) -> dict[str, list[float]]:
-    """The ControlNet call alone with the inputs each side gives it (captured at the first step), alternating call
-    by call: whether the call itself differs (our hint is one row expanded to the batch, the pipeline's a copy)."""
-    cn, captured = bench.controlnet, {}
-    forward = cn.forward
+def call_ab(bench: Bench, module: torch.nn.Module, calls: int) -> dict[str, list[tuple[float, float]]]:
+    """One network's call alone with the inputs each side gives it (captured at the first step of ours+cn and
+    diffusers+cn), alternating call by call: whether the call itself differs (our hint is one row expanded to the
+    batch where the pipeline copies it; the UNet gets each side's residuals)."""
+    captured, forward = {}, module.forward
+    calls_seen = {"ours": 0, "diffusers": 0}
 
     def spy(*args, **kwargs):
         captured.setdefault(side, (args, kwargs))
+        calls_seen[side] += 1
         return forward(*args, **kwargs)
-    cn.forward = spy
+    module.forward = spy
     try:
         for side, variant in (("ours", "ours+cn"), ("diffusers", "diffusers+cn")):
             bench.run(variant, 0)
     finally:
-        del cn.forward
-    times: dict[str, list[float]] = {"ours": [], "diffusers": []}
+        del module.forward
+    assert calls_seen == {"ours": bench.steps, "diffusers": bench.steps}, calls_seen   # one call per step each
+    times: dict[str, list[tuple[float, float]]] = {"ours": [], "diffusers": []}
     with torch.no_grad():
         for i in range(calls + 1):
             for side in ("ours", "diffusers") if i % 2 else ("diffusers", "ours"):
                 args, kwargs = captured[side]
-                start = time.perf_counter()
-                cn(*args, **kwargs)
+                start = stamp()
+                module(*args, **kwargs)
                 if i:                                               # the first pair warms up
-                    times[side].append(time.perf_counter() - start)
+                    times[side] += intervals([stamp()], [start])
     return times
 
 
-def diffusers_module(control_model):
-    """The torch module our ControlModel runs (a diffusers ControlNetModel)."""
-    for name in ("module", "net", "controlnet", "model"):
-        m = getattr(control_model, name, None)
-        if isinstance(m, torch.nn.Module):
-            return m
-    raise AttributeError(f"no ControlNetModel found on {type(control_model).__name__}: {sorted(vars(control_model))}")
-
-
-def interleaved(bench: Bench, reps: int, seed: int = 1) -> dict[str, list[list[float]]]:
-    """One warm-up run per variant, then `reps` runs of each, the order rotating every repetition."""
+def interleaved(bench: Bench, reps: int, seed: int = 1) -> dict[str, list[tuple[float, float]]]:
+    """One warm-up run per variant, then `reps` runs of each, the order rotating every repetition: all the steps."""
     for variant in VARIANTS:
         bench.run(variant, 0)
-    per_rep: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
+    steps: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
     for rep in range(reps):
         k = rep % len(VARIANTS)
         for variant in VARIANTS[k:] + VARIANTS[:k]:
-            per_rep[variant].append(bench.run(variant, seed + rep))
-    return per_rep
+            steps[variant] += bench.run(variant, seed + rep)
+    return steps
 
 
-def measure(model, size: int, steps: int, reps: int, lock_runs: int, loop_reps: int, cn_calls: int) -> dict:
+def med(pairs: list[tuple[float, float]], k: int) -> float:
+    return statistics.median(p[k] for p in pairs)
+
+
+def quartiles(values: list[float]) -> list[float]:
+    return statistics.quantiles(values, n=4) if len(values) > 1 else list(values) * 3
+
+
+def measure(model, size: int, steps: int, reps: int, lock_runs: int, loop_reps: int, calls: int) -> dict:
     with tempfile.TemporaryDirectory() as annotators:
         bench = Bench(model, size, steps, Path(annotators))
         with Canned(bench):
             loop = interleaved(bench, loop_reps)
-        ab = controlnet_ab(bench, cn_calls)
-        per_rep = interleaved(bench, reps)
-        locks = {}
-        for ours, theirs in PAIRS:
-            pairs = []
-            for run in range(lock_runs):
-                pairs += bench.lockstep(ours, theirs, 100 + run)
-            locks[ours] = pairs
-    out = {"size": size, "steps": steps, "reps": reps, "loop_reps": loop_reps, "variants": {}, "pairs": {},
-           "cn_ab": {side: statistics.median(t) for side, t in ab.items()} | {
-               "paired": statistics.median(a / b for a, b in zip(ab["ours"], ab["diffusers"])), "calls": cn_calls}}
+        ab = {"ControlNet": call_ab(bench, bench.controlnet, calls), "UNet": call_ab(bench, model.unet, calls)}
+        real = interleaved(bench, reps)
+        locks = {ours: [pair for run in range(lock_runs)
+                        for pair in bench.lockstep(ours, theirs, 100 + run, ours_first=bool(run % 2))]
+                 for ours, theirs in PAIRS}
+    out = {"size": size, "steps": steps, "reps": reps, "lock_runs": lock_runs, "loop_reps": loop_reps,
+           "variants": {}, "pairs": {}, "ab": {}}
     for v in VARIANTS:
-        steps_all = [s for r in per_rep[v] for s in r]
-        out["variants"][v] = {"median": statistics.median(steps_all), "min": min(steps_all),
-                              "rep_medians": [statistics.median(r) for r in per_rep[v]],
-                              "loop": statistics.median(s for r in loop[v] for s in r)}
+        out["variants"][v] = {"wall": med(real[v], 0), "cpu": med(real[v], 1), "wall_min": min(w for w, _ in real[v]),
+                              "loop": med(loop[v], 0)}
     for ours, theirs in PAIRS:
         o, d = out["variants"][ours], out["variants"][theirs]
-        paired = [a / b for a, b in zip(o["rep_medians"], d["rep_medians"])]
-        ratios = [a / b for a, b in locks[ours]] if locks[ours] else [float("nan")]
+        pairs = locks[ours]
         out["pairs"][ours] = {
-            "ratio": o["median"] / d["median"], "ratio_min": o["min"] / d["min"],
-            "paired": statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3,
-            "lockstep": statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3,
-            "lock_ours": statistics.median(a for a, _ in locks[ours]) if locks[ours] else float("nan"),
-            "lock_theirs": statistics.median(b for _, b in locks[ours]) if locks[ours] else float("nan"),
-            "lock_pairs": len(locks[ours]),
-            "loop_extra": o["loop"] - d["loop"]}          # s per step ours does beyond the pipeline, networks canned
+            "wall": o["wall"] / d["wall"], "cpu": o["cpu"] / d["cpu"], "wall_min": o["wall_min"] / d["wall_min"],
+            "lock_wall": quartiles([a[0] / b[0] for a, b in pairs]),
+            "lock_cpu": quartiles([a[1] / b[1] for a, b in pairs]),
+            "lock_ms": (statistics.median(a[0] for a, _ in pairs), statistics.median(b[0] for _, b in pairs)),
+            "lock_pairs": len(pairs),
+            "loop_extra": o["loop"] - d["loop"]}         # s per step ours does beyond the pipeline, networks canned
+    for net, times in ab.items():
+        out["ab"][net] = {"ours": med(times["ours"], 0), "diffusers": med(times["diffusers"], 0),
+                          "wall": statistics.median(a[0] / b[0] for a, b in zip(times["ours"], times["diffusers"])),
+                          "cpu": statistics.median(a[1] / b[1] for a, b in zip(times["ours"], times["diffusers"])),
+                          "calls": len(times["ours"])}
     return out
 
 
 def report(results: list[dict], threads: int) -> None:
+    def q(x):
+        return f"{x[1]:.3f} [{x[0]:.3f}, {x[2]:.3f}]"
     print(f"\nper step, demo model + canny ControlNet, {SAMPLER} ({SCHEDULE}), CFG {CFG}, batch 1, fp32, {threads} "
-          f"thread(s); ms = median over all step intervals (min in brackets)")
-    print("| size | steps × runs | diffusers+cn ms | ours+cn ms | ratio (of minima) | paired [quartiles] "
-          "| lockstep ratio [quartiles] (pairs) | diffusers ms | ours ms | ratio | lockstep ratio | "
-          "ControlNet share (diffusers) |")
-    print("|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|---:|")
+          f"thread(s). Interleaved: median ms/step of all steps, ratio ours / diffusers of the medians (wall, thread "
+          f"CPU, minima). Lockstep: median [quartiles] of the per-step ratios, wall and thread CPU.")
+    print("| size | pair | steps × runs | diffusers ms | ours ms | ratio wall | ratio CPU | ratio of minima "
+          "| lockstep ms diffusers / ours | lockstep wall | lockstep CPU | pairs |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for r in results:
-        v, p = r["variants"], r["pairs"]
-        cn, plain = p["ours+cn"], p["ours"]
-
-        def q(x):
-            return f"{x[1]:.3f} [{x[0]:.3f}, {x[2]:.3f}]"
-        share = 1 - v["diffusers"]["median"] / v["diffusers+cn"]["median"]
-        print(f"| {r['size']}×{r['size']} | {r['steps']} × {r['reps']} | {v['diffusers+cn']['median'] * 1e3:.1f} "
-              f"({v['diffusers+cn']['min'] * 1e3:.1f}) | {v['ours+cn']['median'] * 1e3:.1f} "
-              f"({v['ours+cn']['min'] * 1e3:.1f}) | **{cn['ratio']:.3f}** ({cn['ratio_min']:.3f}) | "
-              f"{q(cn['paired'])} | {q(cn['lockstep'])} ({cn['lock_pairs']}) | "
-              f"{v['diffusers']['median'] * 1e3:.1f} | {v['ours']['median'] * 1e3:.1f} | {plain['ratio']:.3f} | "
-              f"{q(plain['lockstep'])} | {share:.0%} |")
+        for ours, theirs in PAIRS:
+            v, p = r["variants"], r["pairs"][ours]
+            print(f"| {r['size']}×{r['size']} | {ours} / {theirs} | {r['steps']} × {r['reps']} | "
+                  f"{v[theirs]['wall'] * 1e3:.1f} | {v[ours]['wall'] * 1e3:.1f} | **{p['wall']:.3f}** | "
+                  f"{p['cpu']:.3f} | {p['wall_min']:.3f} | {p['lock_ms'][1] * 1e3:.1f} / {p['lock_ms'][0] * 1e3:.1f} | "
+                  f"{q(p['lock_wall'])} | {q(p['lock_cpu'])} | {p['lock_pairs']} |")
+    for r in results:
+        v = r["variants"]
+        print(f"{r['size']}×{r['size']}: the ControlNet's share of a diffusers step: "
+              f"{1 - v['diffusers']['wall'] / v['diffusers+cn']['wall']:.0%}")
     print("\nnetworks canned (UNet, ControlNet, VAE decode return precomputed outputs): each side's own work per step; "
           "extra = ours - diffusers, and as a share of the real diffusers step")
     print("| size | runs | variant | loop ms/step | extra ms/step | extra / real step |")
@@ -355,56 +391,82 @@ def report(results: list[dict], threads: int) -> None:
         for ours, theirs in PAIRS:
             v, p = r["variants"], r["pairs"][ours]
             for name in (theirs, ours):
-                extra = f"{p['loop_extra'] * 1e3:+.3f} | {p['loop_extra'] / v[theirs]['median']:+.2%}" \
+                extra = f"{p['loop_extra'] * 1e3:+.3f} | {p['loop_extra'] / v[theirs]['wall']:+.2%}" \
                     if name == ours else "— | —"
                 print(f"| {r['size']}×{r['size']} | {r['loop_reps']} | {name} | {v[name]['loop'] * 1e3:.3f} | {extra} |")
     for r in results:
-        ab = r["cn_ab"]
-        print(f"{r['size']}×{r['size']}: the ControlNet call alone with each side's inputs, {ab['calls']} alternating "
-              f"pairs: ours {ab['ours'] * 1e3:.1f} ms, diffusers {ab['diffusers'] * 1e3:.1f} ms (medians), "
-              f"paired ratio {ab['paired']:.3f}")
+        for net, ab in r["ab"].items():
+            print(f"{r['size']}×{r['size']}: the {net} call alone with each side's inputs (with ControlNet), "
+                  f"{ab['calls']} alternating pairs: ours {ab['ours'] * 1e3:.1f} ms, diffusers "
+                  f"{ab['diffusers'] * 1e3:.1f} ms (medians); paired ratio wall {ab['wall']:.3f}, CPU {ab['cpu']:.3f}")
 
 
 def rss_side(variant: str, sizes: list[int], threads: int) -> dict:
+    """Load, then one run of `variant` at each size. Only ours+cn loads the ControlNet through our service;
+    diffusers+cn loads it with the demo tools' loader (modules.models.controlnet), the others not at all."""
     torch.set_num_threads(threads)
     model = load_demo()
+    controlnet = None
+    if variant == "diffusers+cn":
+        from modules.models.controlnet import load_controlnet
+        from modules.paths import DEMO_CONTROLNET
+        controlnet = load_controlnet(DEMO_CONTROLNET, model.unet.config)
     with tempfile.TemporaryDirectory() as annotators:
         for size in sizes:
-            bench = Bench(model, size, 4, Path(annotators))
-            bench.run(variant, 0)
-            del bench
+            Bench(model, size, 4, Path(annotators), controlnet=controlnet).run(variant, 0)
     return {"variant": variant, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def profile(size: int, steps: int, runs: int) -> None:
+    """Where ours+cn spends its time beyond the pipeline: cProfile of our runs with the networks canned (the Python
+    work), then torch.profiler over one real run of each side: the tensor operators whose call counts differ (counts
+    do not depend on the machine's load)."""
     import cProfile
     import pstats
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
     model = load_demo()
     with tempfile.TemporaryDirectory() as annotators:
         bench = Bench(model, size, steps, Path(annotators))
-        bench.run("ours+cn", 0)
-        prof = cProfile.Profile()
-        prof.enable()
-        for i in range(runs):
-            bench.run("ours+cn", 1 + i)
-        prof.disable()
-    stats = pstats.Stats(prof)
-    stats.sort_stats("tottime").print_stats(25)
-    stats.sort_stats("cumulative").print_stats("controlnet|denoiser|sampling|hooks", 25)
+        with Canned(bench):
+            bench.run("ours+cn", 0)
+            prof = cProfile.Profile()
+            prof.enable()
+            for i in range(runs):
+                bench.run("ours+cn", 1 + i)
+            prof.disable()
+        stats = pstats.Stats(prof)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats("controlnet|denoiser|sampling|hooks", 25)
+        ops = {}
+        for variant in ("diffusers+cn", "ours+cn"):
+            bench.run(variant, 0)
+            with torch_profile(activities=[ProfilerActivity.CPU]) as tp:
+                bench.run(variant, 1)
+            ops[variant] = {e.key: (e.count, e.self_cpu_time_total) for e in tp.key_averages()}
+    print(f"\ntensor operators of one run ({steps} steps) whose call counts differ: name, calls diffusers+cn / "
+          f"ours+cn, self CPU ms diffusers+cn / ours+cn")
+    d, o = ops["diffusers+cn"], ops["ours+cn"]
+    for name in sorted(set(d) | set(o), key=lambda k: -abs(o.get(k, (0, 0))[1] - d.get(k, (0, 0))[1])):
+        (dc, dt), (oc, ot) = d.get(name, (0, 0.0)), o.get(name, (0, 0.0))
+        if dc != oc and name.startswith("aten::"):
+            print(f"  {name:40s} {dc:6d} / {oc:6d}   {dt / 1e3:8.2f} / {ot / 1e3:8.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--steps", type=int, nargs="+", default=[20, 10], help="steps per run, one per size")
-    ap.add_argument("--reps", type=int, nargs="+", default=[8, 4], help="timed runs per variant, one per size")
-    ap.add_argument("--lockstep", type=int, nargs="+", default=[3, 2], help="lockstep runs per pair, one per size")
+    ap.add_argument("--reps", type=int, nargs="+", default=[6, 3], help="timed runs per variant, one per size")
+    ap.add_argument("--lockstep", type=int, nargs="+", default=[4, 2],
+                    help="lockstep runs per pair, one per size (even: each side goes first equally often)")
     ap.add_argument("--loop-reps", type=int, default=10, help="runs per variant with the networks canned")
-    ap.add_argument("--cn-calls", type=int, nargs="+", default=[20, 6],
-                    help="alternating ControlNet call pairs, one per size")
+    ap.add_argument("--calls", type=int, nargs="+", default=[20, 6],
+                    help="alternating ControlNet and UNet call pairs, one per size")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS processes")
-    ap.add_argument("--profile", type=int, metavar="SIZE", help="cProfile ours+cn at SIZE instead of timing")
+    ap.add_argument("--profile", type=int, metavar="SIZE", help="profile ours+cn at SIZE instead of timing")
     ap.add_argument("--rss-side", choices=VARIANTS, help=argparse.SUPPRESS)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -421,10 +483,10 @@ def main() -> None:
     model = load_demo()
     results = []
     for size, steps, reps, lock, calls in zip(a.sizes, per_size(a.steps), per_size(a.reps), per_size(a.lockstep),
-                                              per_size(a.cn_calls)):
+                                              per_size(a.calls)):
         results.append(measure(model, size, steps, reps, lock, a.loop_reps, calls))
         report(results[-1:], a.threads)
-    print(f"\nmeasured in {time.perf_counter() - t0:.0f} s")
+    print(f"\nmeasured in {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f}")
     report(results, a.threads)
     if not a.no_rss:
         rss = {}
