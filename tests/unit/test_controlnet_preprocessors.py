@@ -242,11 +242,11 @@ def test_neural_module_offline_names_the_missing_file(tmp_path):
 
 
 def test_neural_module_with_weights_present_says_it_is_not_built_in(tmp_path):
-    (tmp_path / "midas").mkdir()
-    (tmp_path / "midas" / "dpt_hybrid-midas-501f0c75.pt").write_bytes(b"weights")
+    (tmp_path / "normal_bae").mkdir()
+    (tmp_path / "normal_bae" / "scannet.pt").write_bytes(b"weights")
     store = AnnotatorStore([tmp_path], tmp_path, allow_download=False)
-    with pytest.raises(PreprocessorUnavailable, match="depth_midas.*not built"):
-        run_with(P.get("depth"), store)
+    with pytest.raises(PreprocessorUnavailable, match="normal_bae.*not built"):
+        run_with(P.get("normal_bae"), store)
     with pytest.raises(ValueError, match="no annotator store"):
         P.get("depth").run(rectangle(), 128, 0.5, 0.5)
 

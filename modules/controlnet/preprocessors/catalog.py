@@ -90,6 +90,14 @@ def _openpose(body: bool, hand: bool, face: bool):
     return run
 
 
+def _midas(normals: bool):
+    """depth_midas, normal_midas (slider a: the normal background threshold)."""
+    def run(image, resolution, a, b, seed, store) -> Detected:
+        from modules.controlnet.annotator_nets import midas
+        return midas.run(image, resolution, store, normals=normals, background=a)
+    return run
+
+
 def _entry(name, label=None, weights=(), resolution=RESOLUTION, a=None, b=None, tags=(), priority=0,
            model_free=False, mask=False, requires_mask=False, image=True, fn=None, needs="") -> Preprocessor:
     label = label or name
@@ -118,7 +126,7 @@ CATALOG: tuple[Preprocessor, ...] = (
     _entry("densepose_parula", label="densepose_parula (black bg & blue torso)", weights=(DENSEPOSE,),
            tags=("OpenPose",)),
     # Depth
-    _entry("depth", label="depth_midas", weights=(MIDAS,), tags=("Depth",), priority=100),
+    _entry("depth", label="depth_midas", weights=(MIDAS,), tags=("Depth",), priority=100, fn=_midas(False)),
     _entry("depth_leres", weights=(LERES,), a=_NEAR, b=_BACKGROUND, tags=("Depth",)),
     _entry("depth_leres++", weights=(LERES, LERES_BOOST), a=_NEAR, b=_BACKGROUND, tags=("Depth",)),
     _entry("depth_zoe", weights=(ZOE,), tags=("Depth",)),
@@ -129,7 +137,8 @@ CATALOG: tuple[Preprocessor, ...] = (
                  "weights)"),
     # NormalMap
     _entry("normal_map", label="normal_midas", weights=(MIDAS,), a=Slider("Normal Background Threshold", 0.4, 0.0,
-                                                                          1.0, 0.01), tags=("NormalMap",)),
+                                                                          1.0, 0.01), tags=("NormalMap",),
+           fn=_midas(True)),
     _entry("normal_bae", weights=(NORMAL_BAE,), tags=("NormalMap",), priority=100),
     _entry("normal_dsine", weights=(NORMAL_DSINE,), a=Slider("Fov", 60, 0, 360, 0.1),
            b=Slider("Iterations", 5, 1, 20, 1), tags=("NormalMap",)),
