@@ -300,8 +300,8 @@ class ResidualUnit(nn.Module):
 
 
 class Fusion(nn.Module):
-    """Adds the refined skip map (if any) to the coarser path, refines, doubles the size (bilinear, corners
-    aligned), 1×1 convolution."""
+    """Adds the refined skip map (if any) to the coarser path, refines, resizes (bilinear, corners aligned; to
+    `size`, by default twice the size), 1×1 convolution. Depth Anything's decoder uses it too."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -309,11 +309,13 @@ class Fusion(nn.Module):
         self.resConfUnit2 = ResidualUnit(width)
         self.out_conv = nn.Conv2d(width, width, 1)
 
-    def forward(self, path: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, path: torch.Tensor, skip: torch.Tensor | None = None,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
         if skip is not None:
             path = path + self.resConfUnit1(skip)
         path = self.resConfUnit2(path)
-        path = F.interpolate(path, scale_factor=2, mode="bilinear", align_corners=True)
+        size = size or (path.shape[2] * 2, path.shape[3] * 2)
+        path = F.interpolate(path, size=tuple(size), mode="bilinear", align_corners=True)
         return self.out_conv(path)
 
 

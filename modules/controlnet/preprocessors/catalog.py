@@ -98,6 +98,13 @@ def _midas(normals: bool):
     return run
 
 
+def _depth_anything(version: int):
+    def run(image, resolution, a, b, seed, store) -> Detected:
+        from modules.controlnet.annotator_nets import depth_anything
+        return depth_anything.run(image, resolution, store, version=version)
+    return run
+
+
 def _entry(name, label=None, weights=(), resolution=RESOLUTION, a=None, b=None, tags=(), priority=0,
            model_free=False, mask=False, requires_mask=False, image=True, fn=None, needs="") -> Preprocessor:
     label = label or name
@@ -130,8 +137,8 @@ CATALOG: tuple[Preprocessor, ...] = (
     _entry("depth_leres", weights=(LERES,), a=_NEAR, b=_BACKGROUND, tags=("Depth",)),
     _entry("depth_leres++", weights=(LERES, LERES_BOOST), a=_NEAR, b=_BACKGROUND, tags=("Depth",)),
     _entry("depth_zoe", weights=(ZOE,), tags=("Depth",)),
-    _entry("depth_anything", weights=(DEPTH_ANYTHING,), tags=("Depth",)),
-    _entry("depth_anything_v2", weights=(DEPTH_ANYTHING_V2,), tags=("Depth",)),
+    _entry("depth_anything", weights=(DEPTH_ANYTHING,), tags=("Depth",), fn=_depth_anything(1)),
+    _entry("depth_anything_v2", weights=(DEPTH_ANYTHING_V2,), tags=("Depth",), fn=_depth_anything(2)),
     _entry("depth_hand_refiner", tags=("Depth",),
            needs=" (it also needs the hand_refiner_portable package and the hr16/ControlNet-HandRefiner-pruned "
                  "weights)"),
