@@ -90,6 +90,20 @@ def _openpose(body: bool, hand: bool, face: bool):
     return run
 
 
+def _lineart(module: str, **options):
+    """lineart, lineart_coarse (module "lineart"), lineart_anime, lineart_anime_denoise ("manga_line")."""
+    def run(image, resolution, a, b, seed, store) -> Detected:
+        from modules.controlnet.annotator_nets import lineart, lineart_anime, manga_line
+        runner = {"lineart": lineart, "lineart_anime": lineart_anime, "manga_line": manga_line}[module].run
+        return runner(image, resolution, store, **options)
+    return run
+
+
+def _mlsd(image, resolution, a, b, seed, store) -> Detected:
+    from modules.controlnet.annotator_nets import mlsd
+    return mlsd.run(image, resolution, a, b, store)
+
+
 def _midas(normals: bool):
     """depth_midas, normal_midas (slider a: the normal background threshold)."""
     def run(image, resolution, a, b, seed, store) -> Detected:
@@ -163,12 +177,12 @@ CATALOG: tuple[Preprocessor, ...] = (
     _entry("pidinet_sketch", label="t2ia_sketch_pidi", weights=(PIDINET,), tags=("T2I-Adapter",)),
     # MLSD
     _entry("mlsd", weights=(MLSD,), a=Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
-           b=Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01), tags=("MLSD",), priority=100),
+           b=Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01), tags=("MLSD",), priority=100, fn=_mlsd),
     # Lineart
-    _entry("lineart", label="lineart_realistic", weights=(LINEART,), tags=("Lineart",)),
-    _entry("lineart_coarse", weights=(LINEART_COARSE,), tags=("Lineart",)),
-    _entry("lineart_anime", weights=(LINEART_ANIME,), tags=("Lineart",)),
-    _entry("lineart_anime_denoise", weights=(MANGA_LINE,), tags=("Lineart",)),
+    _entry("lineart", label="lineart_realistic", weights=(LINEART,), tags=("Lineart",), fn=_lineart("lineart")),
+    _entry("lineart_coarse", weights=(LINEART_COARSE,), tags=("Lineart",), fn=_lineart("lineart", coarse=True)),
+    _entry("lineart_anime", weights=(LINEART_ANIME,), tags=("Lineart",), fn=_lineart("lineart_anime")),
+    _entry("lineart_anime_denoise", weights=(MANGA_LINE,), tags=("Lineart",), fn=_lineart("manga_line")),
     # Segmentation
     _entry("segmentation", label="seg_ufade20k", weights=(UNIFORMER,), tags=("Segmentation",)),
     _entry("oneformer_coco", label="seg_ofcoco", weights=(ONEFORMER_COCO,), tags=("Segmentation",)),
