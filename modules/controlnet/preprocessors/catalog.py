@@ -90,6 +90,20 @@ def _openpose(body: bool, hand: bool, face: bool):
     return run
 
 
+def _hed(**options):
+    def run(image, resolution, a, b, seed, store) -> Detected:
+        from modules.controlnet.annotator_nets import hed
+        return hed.run(image, resolution, store, **options)
+    return run
+
+
+def _pidinet(**options):
+    def run(image, resolution, a, b, seed, store) -> Detected:
+        from modules.controlnet.annotator_nets import pidinet
+        return pidinet.run(image, resolution, store, **options)
+    return run
+
+
 def _lineart(module: str, **options):
     """lineart, lineart_coarse (module "lineart"), lineart_anime, lineart_anime_denoise ("manga_line")."""
     def run(image, resolution, a, b, seed, store) -> Detected:
@@ -164,17 +178,20 @@ CATALOG: tuple[Preprocessor, ...] = (
     _entry("normal_dsine", weights=(NORMAL_DSINE,), a=Slider("Fov", 60, 0, 360, 0.1),
            b=Slider("Iterations", 5, 1, 20, 1), tags=("NormalMap",)),
     # SoftEdge / Scribble / sketch
-    _entry("hed", label="softedge_hed", weights=(HED,), tags=("SoftEdge",)),
-    _entry("hed_safe", label="softedge_hedsafe", weights=(HED,), tags=("SoftEdge",)),
-    _entry("pidinet", label="softedge_pidinet", weights=(PIDINET,), tags=("SoftEdge",), priority=100),
-    _entry("pidinet_safe", label="softedge_pidisafe", weights=(PIDINET,), tags=("SoftEdge",)),
+    _entry("hed", label="softedge_hed", weights=(HED,), tags=("SoftEdge",), fn=_hed()),
+    _entry("hed_safe", label="softedge_hedsafe", weights=(HED,), tags=("SoftEdge",), fn=_hed(safe=True)),
+    _entry("pidinet", label="softedge_pidinet", weights=(PIDINET,), tags=("SoftEdge",), priority=100,
+           fn=_pidinet()),
+    _entry("pidinet_safe", label="softedge_pidisafe", weights=(PIDINET,), tags=("SoftEdge",),
+           fn=_pidinet(safe=True)),
     _entry("softedge_teed", weights=(TEED,), a=_SAFE_STEPS, tags=("SoftEdge",)),
     _entry("softedge_anyline", weights=(MTEED,), resolution=Slider("Resolution", 1280, 64, 2048, 8), a=_SAFE_STEPS,
            tags=("SoftEdge",)),
-    _entry("scribble_hed", weights=(HED,), tags=("Scribble", "SparseCtrl")),
+    _entry("scribble_hed", weights=(HED,), tags=("Scribble", "SparseCtrl"), fn=_hed(scribble=True)),
     _entry("pidinet_scribble", label="scribble_pidinet", weights=(PIDINET,), tags=("Scribble", "SparseCtrl"),
-           priority=100),
-    _entry("pidinet_sketch", label="t2ia_sketch_pidi", weights=(PIDINET,), tags=("T2I-Adapter",)),
+           priority=100, fn=_pidinet(scribble=True)),
+    _entry("pidinet_sketch", label="t2ia_sketch_pidi", weights=(PIDINET,), tags=("T2I-Adapter",),
+           fn=_pidinet(sketch=True)),
     # MLSD
     _entry("mlsd", weights=(MLSD,), a=Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
            b=Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01), tags=("MLSD",), priority=100, fn=_mlsd),
