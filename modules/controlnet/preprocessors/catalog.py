@@ -97,6 +97,11 @@ def _hed(**options):
     return run
 
 
+def _teed(image, resolution, a, b, seed, store) -> Detected:
+    from modules.controlnet.annotator_nets import teed
+    return teed.run(image, resolution, store, safe_steps=int(a))
+
+
 def _pidinet(**options):
     def run(image, resolution, a, b, seed, store) -> Detected:
         from modules.controlnet.annotator_nets import pidinet
@@ -184,7 +189,7 @@ CATALOG: tuple[Preprocessor, ...] = (
            fn=_pidinet()),
     _entry("pidinet_safe", label="softedge_pidisafe", weights=(PIDINET,), tags=("SoftEdge",),
            fn=_pidinet(safe=True)),
-    _entry("softedge_teed", weights=(TEED,), a=_SAFE_STEPS, tags=("SoftEdge",)),
+    _entry("softedge_teed", weights=(TEED,), a=_SAFE_STEPS, tags=("SoftEdge",), fn=_teed),
     _entry("softedge_anyline", weights=(MTEED,), resolution=Slider("Resolution", 1280, 64, 2048, 8), a=_SAFE_STEPS,
            tags=("SoftEdge",)),
     _entry("scribble_hed", weights=(HED,), tags=("Scribble", "SparseCtrl"), fn=_hed(scribble=True)),
