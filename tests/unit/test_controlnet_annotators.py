@@ -108,10 +108,9 @@ def test_downloads_off_raises_without_a_request(server, tmp_path):
 
 
 def test_a_neural_preprocessor_fetches_its_weights_before_refusing(server, payload, tmp_path):
-    f = AnnotatorFile("dpt_hybrid-midas-501f0c75.pt", "midas", server.url("/file.bin"),
-                      hashlib.sha256(payload).hexdigest())
-    depth = dataclasses.replace(preprocessors.get("depth_midas"), weights=(f,))
+    f = AnnotatorFile("scannet.pt", "normal_bae", server.url("/file.bin"), hashlib.sha256(payload).hexdigest())
+    normal = dataclasses.replace(preprocessors.get("normal_bae"), weights=(f,))     # its network is not built in
     store = AnnotatorStore([], tmp_path)
-    with pytest.raises(PreprocessorUnavailable, match="depth_midas"):
-        depth.run(np.zeros((64, 64, 3), np.uint8), 64, 0.5, 0.5, store=store)
-    assert (tmp_path / "midas" / f.filename).read_bytes() == payload
+    with pytest.raises(PreprocessorUnavailable, match="normal_bae"):
+        normal.run(np.zeros((64, 64, 3), np.uint8), 64, 0.5, 0.5, store=store)
+    assert (tmp_path / "normal_bae" / f.filename).read_bytes() == payload

@@ -2,9 +2,11 @@
 sd-webui-controlnet 1.1.455 registers them, so /controlnet/module_list, /controlnet/control_types and infotexts
 match the extension's.
 
-The openpose family runs modules.controlnet.openpose.detect. The other networks are not built in yet: their `run`
-first makes sure the weight files are there (so offline users learn what to fetch), then raises
-PreprocessorUnavailable instead of producing a fake map.
+Built in: the openpose family (modules.controlnet.openpose), MiDaS depth/normal, Depth Anything v1/v2, HED, PiDiNet,
+TEED, lineart (realistic, coarse, anime, anime denoise) and MLSD (modules.controlnet.annotator_nets), each checked
+against the extension's own code on the same weights. The other networks are not built in yet: their `run` first
+makes sure the weight files are there (so offline users learn what to fetch), then raises PreprocessorUnavailable
+instead of producing a fake map.
 
 sha256 values: no published checksum of these files was found in the sources searched (the hub repositories serve
 them without one in any file we could read), so every `sha256` is None and a download is checked for completeness
