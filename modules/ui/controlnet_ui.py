@@ -535,7 +535,8 @@ def build(tab: str, is_img2img: bool, deps: ControlNetUIDeps) -> list:
     width, height = (gr.State(512) if c is None else c for c in (width, height))
     hires = None if is_img2img else _find(f"{tab}_enable_hr")
     units: list[UnitUI] = []
-    with gr.Group(elem_id=f"{tab}_controlnet"):
+    # the id on a Column: Gradio 6 writes a Group's elem_id on two nested elements (a duplicate id in the page)
+    with gr.Column(elem_id=f"{tab}_controlnet"), gr.Group():
         with gr.Accordion(ACCORDION_LABEL, open=False, elem_id="controlnet"):
             if count > 1:
                 with gr.Tabs(elem_id=f"{tab}_controlnet_tabs"):
