@@ -27,7 +27,7 @@ barely changes; with more threads it is the calling thread's share). Measurement
 * call A/B: the ControlNet call and the UNet call alone with the inputs each side gives them, alternating;
 * networks canned: UNet, ControlNet and VAE decode return precomputed outputs, so a step is only each side's own
   work around them (what our hook and loop add; the figure load cannot blur);
-* peak RSS: each variant alone in a fresh process (load, one run at each size).
+* peak RSS: each variant alone in a fresh process (load, one run at each size), of the process and of the runs.
 
     venv/bin/python bench/bench_controlnet_step.py [--sizes 64 128] [--steps 20 10] [--reps 6 3] [--lockstep 4 2]
         [--threads 2] [--no-rss]              # defaults: about 4 min on 2 quiet cores
@@ -403,9 +403,14 @@ def report(results: list[dict], threads: int) -> None:
 
 def rss_side(variant: str, sizes: list[int], threads: int) -> dict:
     """Load, then one run of `variant` at each size. Only ours+cn loads the ControlNet through our service;
-    diffusers+cn loads it with the demo tools' loader (modules.models.controlnet), the others not at all."""
+    diffusers+cn loads it with the demo tools' loader (modules.models.controlnet), the others not at all. The peak
+    of the whole process is mostly the checkpoint load, so the peak of the runs alone is read too (Linux: the
+    high-water mark is reset after loading)."""
     torch.set_num_threads(threads)
     model = load_demo()
+    base = _rss_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:     # resets VmHWM
+        f.write("5")
     controlnet = None
     if variant == "diffusers+cn":
         from modules.models.controlnet import load_controlnet
@@ -414,7 +419,16 @@ def rss_side(variant: str, sizes: list[int], threads: int) -> dict:
     with tempfile.TemporaryDirectory() as annotators:
         for size in sizes:
             Bench(model, size, 4, Path(annotators), controlnet=controlnet).run(variant, 0)
-    return {"variant": variant, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"variant": variant, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "after_load_mib": base, "runs_peak_mib": _rss_mib("VmHWM")}
+
+
+def _rss_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
 
 
 def profile(size: int, steps: int, runs: int) -> None:
@@ -495,10 +509,12 @@ def main() -> None:
                                    "--sizes", *map(str, a.sizes)], capture_output=True, text=True, cwd=ROOT)
             if proc.returncode:
                 sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")
-            rss[variant] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mib"]
-        print("peak RSS (each variant alone in a fresh process, one run at each size): " +
-              ", ".join(f"{v} {m:.0f} MiB" for v, m in rss.items()))
-
+            rss[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print("\nmemory, each variant alone in a fresh process (load, then one run at each size), MiB:")
+        print("| variant | peak RSS of the process | RSS after the checkpoint load | peak RSS during the runs |")
+        print("|---|---:|---:|---:|")
+        for variant, m in rss.items():
+            print(f"| {variant} | {m['peak_rss_mib']:.0f} | {m['after_load_mib']:.0f} | {m['runs_peak_mib']:.0f} |")
 
 if __name__ == "__main__":
     main()
