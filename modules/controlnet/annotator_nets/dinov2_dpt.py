@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from modules.controlnet.annotator_nets.dpt_hybrid import Fusion
+from modules.controlnet.annotator_nets.dpt_hybrid import Attention, Fusion, Mlp  # the same ViT layers
 
 PATCH = 14
 DEPTH = 24
@@ -43,30 +43,6 @@ class Size:
 
 
 REAL = Size()
-
-
-class Attention(nn.Module):
-    def __init__(self, size: Size) -> None:
-        super().__init__()
-        self.heads = size.heads
-        self.qkv = nn.Linear(size.embed, size.embed * 3)
-        self.proj = nn.Linear(size.embed, size.embed)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, width = x.shape
-        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, width))
-
-
-class Mlp(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, width * 4)
-        self.fc2 = nn.Linear(width * 4, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class LayerScale(nn.Module):
