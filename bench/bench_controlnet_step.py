@@ -29,8 +29,8 @@ barely changes; with more threads it is the calling thread's share). Measurement
   work around them (what our hook and loop add; the figure load cannot blur);
 * peak RSS: each variant alone in a fresh process (load, one run at each size), of the process and of the runs.
 
-    venv/bin/python bench/bench_controlnet_step.py [--sizes 64 128] [--steps 20 10] [--reps 6 3] [--lockstep 4 2]
-        [--threads 2] [--no-rss]              # defaults: about 4 min on 2 quiet cores
+    venv/bin/python bench/bench_controlnet_step.py [--sizes 64 128] [--steps 20 10] [--reps 6 3] [--lockstep 4 4]
+        [--threads 2] [--no-rss]              # defaults: about 5 min on 2 quiet cores
     venv/bin/python bench/bench_controlnet_step.py --profile 64    # cProfile (networks canned) + operator counts
 """
 from __future__ import annotations
@@ -473,7 +473,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--steps", type=int, nargs="+", default=[20, 10], help="steps per run, one per size")
     ap.add_argument("--reps", type=int, nargs="+", default=[6, 3], help="timed runs per variant, one per size")
-    ap.add_argument("--lockstep", type=int, nargs="+", default=[4, 2],
+    ap.add_argument("--lockstep", type=int, nargs="+", default=[4, 4],
                     help="lockstep runs per pair, one per size (even: each side goes first equally often)")
     ap.add_argument("--loop-reps", type=int, default=10, help="runs per variant with the networks canned")
     ap.add_argument("--calls", type=int, nargs="+", default=[20, 6],
