@@ -35,19 +35,8 @@ _cache: dict[str, tuple[tuple, torch.nn.Module]] = {}
 def load_network(kind: str, path: str | Path) -> torch.nn.Module:
     """The `kind` ("body", "hand", "face") network with the weights of `path`, on the CPU, in eval mode. The file
     must hold exactly that network's tensors (restricted unpickler; strict key and shape check)."""
-    from modules.models.safe_load import ModelFileError, load_state_dict
-    net = NETWORK_CLASSES[kind]()
-    state = load_state_dict(path)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or wrong:
-        parts = [f"{label} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise ModelFileError(f"{path}: not the openpose {kind} network ({'; '.join(parts)})")
-    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return net.eval().requires_grad_(False)
+    from modules.controlnet.annotator_nets.loaded_nets import load_strict
+    return load_strict(NETWORK_CLASSES[kind](), path, f"openpose {kind}")
 
 
 def cached_network(kind: str, path: Path) -> torch.nn.Module:
