@@ -19,6 +19,9 @@ SCRIPT_DIR = Path(__file__).resolve().parent.parent
 # the fallback when no other checkpoint is present (also with --data-dir / --models-dir elsewhere).
 DEMO_CHECKPOINT = SCRIPT_DIR / "models" / "Stable-diffusion" / "demo" / "demo-shapes.safetensors"
 DEMO_CONTROLNET = SCRIPT_DIR / "models" / "ControlNet" / "control_demo-shapes_canny.safetensors"
+# the demo LoRA and textual-inversion embedding for the demo model (found with any --data-dir)
+DEMO_LORA_DIR = SCRIPT_DIR / "models" / "Lora" / "demo"
+DEMO_EMBEDDINGS_DIR = SCRIPT_DIR / "embeddings" / "demo"
 
 
 @dataclass(frozen=True)
