@@ -55,6 +55,7 @@ class ExtraNetwork:
     name = ""
 
     def activate(self, p, entries: list[ExtraNetworkParams]) -> None:
+        """Called for every batch, with [] when the prompts name none of this kind."""
         raise NotImplementedError
 
     def deactivate(self, p) -> None:
@@ -113,8 +114,7 @@ class ExtraNetworkRegistry:
                 continue
             merged.setdefault(handler.name, []).extend(entries)
         active = []
-        for name, entries in merged.items():
-            handler = self.handlers[name]
-            handler.activate(p, entries)
+        for name, handler in self.handlers.items():   # A1111 activates every kind, those not in the prompt with []
+            handler.activate(p, merged.get(name, []))  # (so a setting such as "Add network to prompt" can act)
             active.append(handler)
         return active
