@@ -22,7 +22,9 @@ def generate(rt, payload: dict, state) -> processing.Processed:
         rt.models.load(rt.models.select(str(checkpoint)))
     model = rt.models.require()
     view = rt.options_view(overrides)
-    ctx = processing.RunContext(model, state, rt.run_options(params, view), rt.hooks, rt.extra_networks, rt.styles)
+    embeddings = rt.embeddings.for_job(model, bool(view.get("textual_inversion_add_hashes_to_infotext", True)))
+    ctx = processing.RunContext(model, state, rt.run_options(params, view), rt.hooks, rt.extra_networks, rt.styles,
+                                embeddings=embeddings)
     with processing.current_run(ctx):
         p = processing.from_params(params)
         p.is_api = bool(payload.get("is_api"))

@@ -34,6 +34,7 @@ class Paths:
     lora: Path
     controlnet: Path
     embeddings: Path
+    hypernetworks: Path
     localizations: Path
     extensions: Path
     outputs: Path
@@ -71,6 +72,7 @@ def from_args(args: argparse.Namespace) -> Paths:
         lora=opt("lora_dir", models / "Lora"),
         controlnet=models / "ControlNet",
         embeddings=opt("embeddings_dir", data / "embeddings"),
+        hypernetworks=opt("hypernetwork_dir", models / "hypernetworks"),
         localizations=opt("localizations_dir", SCRIPT_DIR / "localizations"),
         extensions=data / "extensions",
         outputs=data / "outputs",

@@ -42,6 +42,9 @@ class RunContext:
     # a job driven by a selectable script saves what each process_images call makes (A1111 saves inside
     # process_images, so a script's tiles with do_not_save_samples stay unsaved and its own saves are not doubled)
     save_processed: Any = None      # fn(p, processed) or None
+    # the loaded textual-inversion embeddings (modules.networks.textual_inversion.JobEmbeddings: `vectors`, name →
+    # tensor(s), and `hash_of` for "TI hashes"); every p of the job starts with them in p.patches.embeddings
+    embeddings: Any = None
 
 
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("current_run", default=None)
@@ -130,6 +133,9 @@ class StableDiffusionProcessing:
         self.extra_networks = ctx.extra_networks if ctx else extra_networks.ExtraNetworkRegistry()
         self.prompt_styles = ctx.prompt_styles if ctx else None
         self.patches = PatchSet()
+        if ctx is not None and ctx.embeddings is not None:
+            self.patches.embeddings.update(ctx.embeddings.vectors)
+            self.patches.embedding_hash = ctx.embeddings.hash_of
         self._constructed = True
         self._maybe_setup_scripts()
 
@@ -375,12 +381,12 @@ RunOptions = engine_run.RunOptions
 
 
 def process(model, params: GenerationParams, state=None, opts: RunOptions | None = None, hooks: Hooks | None = None,
-            setup=None) -> Processed:
+            setup=None, embeddings=None) -> Processed:
     """Runs `params` on `model` directly, outside the job queue (tests, benchmarks, tools): the run state is built
     as the runtime builds it; `setup(p)` may change it (add per-job hooks, patches) before it runs."""
     params.mode = "img2img" if params.init_images else "txt2img"
     params.validate()
-    ctx = RunContext(model, state, opts or RunOptions(), hooks or Hooks())
+    ctx = RunContext(model, state, opts or RunOptions(), hooks or Hooks(), embeddings=embeddings)
     with current_run(ctx):
         p = from_params(params)
         if setup is not None:

@@ -23,6 +23,8 @@ from modules.localization import Localizations
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.registry import ModelRegistry
+from modules.networks import hypernetwork, textual_inversion
+from modules.networks.network_files import NetworkCatalog
 from modules.options import OptionError, Options
 from modules.styles import StyleDatabase
 
@@ -51,6 +53,11 @@ class Runtime:
         self.queue = JobQueue(self._execute)
         self.hooks = Hooks()                      # hooks every generation gets; a job adds its own to p.hooks
         self.extra_networks = extra_networks.ExtraNetworkRegistry()
+        # textual inversion: the bundled demo folder first, so a user's file of the same name wins
+        self.embeddings = textual_inversion.EmbeddingDatabase([paths_mod.DEMO_EMBEDDINGS_DIR, self.paths.embeddings])
+        self.models.on_loaded.append(self.embeddings.set_model)
+        self.hypernetworks = NetworkCatalog(lambda: [self.paths.hypernetworks], (".pt",), kind="hypernet")
+        self.extra_networks.register(hypernetwork.HypernetworkHandler(self.hypernetworks))
         self.styles = StyleDatabase(self.paths.styles_file)
         # localizations/*.json and extensions/*/localizations/*.json; Settings → Localization offers their names
         self.localizations = Localizations(

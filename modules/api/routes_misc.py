@@ -1,5 +1,6 @@
-"""The rest of A1111's /sdapi/v1 routes: extras, PNG info, model and list endpoints, memory, server control, and the
-A1111-shaped answers for features we do not have yet (empty lists, or 501 for actions)."""
+"""The rest of A1111's /sdapi/v1 routes: extras, PNG info, model and list endpoints (embeddings, hypernetworks),
+memory, server control, and the A1111-shaped answers for features we do not have yet (empty lists, or 501 for
+actions). /loras and /refresh-loras belong to the built-in Lora extension."""
 from __future__ import annotations
 
 import os
@@ -99,11 +100,7 @@ def create_router(rt, deps) -> APIRouter:
 
     @r.post("/refresh-embeddings")
     def refresh_embeddings():
-        return None
-
-    @r.post("/refresh-loras")
-    def refresh_loras():
-        return None
+        rt.embeddings.load_textual_inversion_embeddings(force_reload=True)
 
     @r.post("/unload-checkpoint")
     def unload_checkpoint():
@@ -130,24 +127,19 @@ def create_router(rt, deps) -> APIRouter:
             cuda = {"error": "unavailable: no CUDA device"}
         return {"ram": ram, "cuda": cuda}
 
-    for path in ("face-restorers", "realesrgan-models", "hypernetworks"):
+    for path in ("face-restorers", "realesrgan-models"):
         r.add_api_route(f"/{path}", lambda: [], methods=["GET"])
+
+    @r.get("/hypernetworks")
+    def hypernetworks():
+        rt.hypernetworks.refresh()
+        return [{"name": name, "path": entry.filename} for name, entry in
+                sorted(rt.hypernetworks.available.items(), key=lambda item: item[0].lower())]
 
     @r.get("/embeddings")
     def embeddings():
-        folder = rt.paths.embeddings
-        found = sorted(f for f in folder.glob("*") if f.suffix.lower() in (".pt", ".bin", ".safetensors")) \
-            if folder.is_dir() else []
-        # textual inversion is not loaded yet: files are listed as skipped, as A1111 lists incompatible ones
-        return {"loaded": {}, "skipped": {f.stem: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
-                                                   "shape": None, "vectors": 0} for f in found}}
-
-    @r.get("/loras")
-    def loras():
-        folder = rt.paths.lora
-        found = sorted(f for f in folder.rglob("*") if f.suffix.lower() in (".safetensors", ".pt", ".ckpt")) \
-            if folder.is_dir() else []
-        return [{"name": f.stem, "alias": f.stem, "path": str(f), "metadata": {}} for f in found]
+        # the embeddings that fit the loaded model, and the ones that do not ("skipped"), as A1111 lists them
+        return rt.embeddings.describe()
 
     if rt.args.api_server_stop:
         def stop(code: int):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from modules.engine import prompt_chunks, prompt_parser
 class Conditioning:
     context: torch.Tensor                 # [batch, 77 * chunks, dim]
     pooled: torch.Tensor | None = None    # SDXL: [batch, pooled_dim]
+    used_embeddings: tuple[str, ...] = ()  # textual-inversion names the text used (for "TI hashes")
 
 
 def _encode_ids(encoder, ids: torch.Tensor, clip_skip: int, sdxl_layer: bool):
@@ -36,26 +38,71 @@ def _encode_ids(encoder, ids: torch.Tensor, clip_skip: int, sdxl_layer: bool):
     return hidden, pooled
 
 
-def embedding_lookup(tokenizer, width: int, embeddings: dict | None) -> prompt_chunks.EmbeddingLookup | None:
+# tokenizer → {embedding name: its token ids}: names are tokenized once per tokenizer (per loaded model), so a
+# catalog of a thousand embeddings costs one batched tokenizer call, not one per prompt
+_NAME_IDS: "weakref.WeakKeyDictionary[object, dict[str, list[int]]]" = weakref.WeakKeyDictionary()
+
+
+def name_ids(tokenizer, names) -> dict[str, list[int]]:
+    """The token ids of each name (without BOS/EOS), from the per-tokenizer cache."""
+    known = _NAME_IDS.get(tokenizer)
+    if known is None:
+        known = _NAME_IDS[tokenizer] = {}
+    missing = [n for n in names if n not in known]
+    if missing:
+        ids = tokenizer(missing, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        known.update(zip(missing, ids))
+    return known
+
+
+class EmbeddingIndex:
+    """Textual-inversion vectors of one width as the tokenizer's lookup (prompt_chunks.EmbeddingLookup): indexed by
+    the first token id of each name, longest name first, as A1111's ids_lookup, so a prompt without embeddings pays
+    one dict lookup per token however many embeddings there are."""
+
+    def __init__(self, tokenizer, width: int, embeddings: dict):
+        ids_of = name_ids(tokenizer, embeddings)
+        self.by_first: dict[int, list[tuple[list[int], torch.Tensor]]] = {}
+        self.names: dict[int, str] = {}  # id(vectors) → name, to tell which embeddings a prompt used
+        for name, vectors in embeddings.items():
+            candidates = vectors if isinstance(vectors, (list, tuple)) else [vectors]
+            fitting = next((v for v in candidates if v.shape[-1] == width), None)
+            ids = ids_of[name]
+            if fitting is None or not ids:
+                continue
+            if fitting.dim() != 2:
+                fitting = fitting.reshape(-1, width)
+            self.by_first.setdefault(ids[0], []).append((ids, fitting))
+            self.names[id(fitting)] = name
+        for entries in self.by_first.values():
+            entries.sort(key=lambda item: -len(item[0]))
+
+    def __bool__(self) -> bool:
+        return bool(self.by_first)
+
+    def __call__(self, ids: list[int], pos: int):
+        for name_ids_, vectors in self.by_first.get(ids[pos], ()):
+            if ids[pos:pos + len(name_ids_)] == name_ids_:
+                return vectors, vectors.shape[0], len(name_ids_)
+        return None
+
+    def used(self, chunks: list[prompt_chunks.Chunk]) -> list[str]:
+        return [self.names[id(f.embedding)] for c in chunks for f in c.fixes if id(f.embedding) in self.names]
+
+
+def embedding_lookup(tokenizer, width: int, embeddings: dict | None) -> EmbeddingIndex | None:
     """Textual-inversion vectors of the job's patch set (name → [n, width] tensor, or a list of tensors of different
     widths for SDXL's two encoders) as the tokenizer's lookup: the longest name whose tokens start at `pos` wins."""
     if not embeddings:
         return None
-    table = []
-    for name, vectors in embeddings.items():
-        candidates = vectors if isinstance(vectors, (list, tuple)) else [vectors]
-        fitting = [v for v in candidates if v.shape[-1] == width]
-        ids = tokenizer(name, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        if fitting and ids:
-            table.append((ids, fitting[0].reshape(-1, width)))
-    table.sort(key=lambda item: -len(item[0]))
+    index = EmbeddingIndex(tokenizer, width, embeddings)
+    return index if index else None
 
-    def find(ids: list[int], pos: int):
-        for name_ids, vectors in table:
-            if ids[pos:pos + len(name_ids)] == name_ids:
-                return vectors, vectors.shape[0], len(name_ids)
-        return None
-    return find if table else None
+
+def embedding_indexes(model, embeddings: dict | None) -> list[EmbeddingIndex | None]:
+    """One lookup per text encoder of the model (built once per pass, not per prompt)."""
+    return [embedding_lookup(tok, enc.get_input_embeddings().weight.shape[1], embeddings)
+            for enc, tok in zip(model.text_encoders, model.tokenizers)]
 
 
 @contextlib.contextmanager
@@ -71,7 +118,7 @@ def _with_fixes(encoder, chunks: list[prompt_chunks.Chunk]):
     def replace(_module, _inputs, output):
         output = output.clone()
         for row, fix in fixes:
-            vec = fix.embedding.to(output.dtype)
+            vec = fix.embedding.to(output.device, output.dtype)
             start = 1 + fix.offset  # after BOS
             n = min(vec.shape[0], output.shape[1] - start)
             output[row, start:start + n] = vec[:n]
@@ -84,14 +131,20 @@ def _with_fixes(encoder, chunks: list[prompt_chunks.Chunk]):
 
 
 @torch.no_grad()
-def encode_text(model, text: str, clip_skip: int = 1, embeddings: dict | None = None) -> Conditioning:
-    """One prompt (no AND, no scheduling left) → [1, 77 * chunks, dim] with emphasis applied."""
+def encode_text(model, text: str, clip_skip: int = 1, embeddings: dict | None = None,
+                indexes: list[EmbeddingIndex | None] | None = None) -> Conditioning:
+    """One prompt (no AND, no scheduling left) → [1, 77 * chunks, dim] with emphasis applied. `indexes` (from
+    embedding_indexes) saves rebuilding the embeddings' lookup for every prompt."""
     items = prompt_parser.parse_attention(text)
     per_encoder, pooled = [], None
     n_chunks = None
-    for encoder, tokenizer in zip(model.text_encoders, model.tokenizers):
-        width = encoder.get_input_embeddings().weight.shape[1]
-        chunks = prompt_chunks.tokenize_weighted(tokenizer, items, embedding_lookup(tokenizer, width, embeddings))
+    if indexes is None:
+        indexes = embedding_indexes(model, embeddings) if embeddings else [None] * len(model.text_encoders)
+    used: list[str] = []
+    for encoder, tokenizer, index in zip(model.text_encoders, model.tokenizers, indexes):
+        chunks = prompt_chunks.tokenize_weighted(tokenizer, items, index)
+        if index is not None:
+            used += index.used(chunks)
         if n_chunks is not None and len(chunks) != n_chunks:  # the two SDXL tokenizers agree on CLIP BPE
             chunks = (chunks + chunks[-1:] * n_chunks)[:n_chunks]
         n_chunks = len(chunks)
@@ -108,7 +161,7 @@ def encode_text(model, text: str, clip_skip: int = 1, embeddings: dict | None = 
         per_encoder.append(hidden.reshape(1, -1, hidden.shape[-1]))
         if pooled_out is not None:
             pooled = pooled_out[:1].float()  # the first chunk's pooled output, as A1111 does
-    return Conditioning(torch.cat(per_encoder, dim=-1), pooled)
+    return Conditioning(torch.cat(per_encoder, dim=-1), pooled, tuple(dict.fromkeys(used)))
 
 
 def pad_contexts(model, contexts: list[torch.Tensor], clip_skip: int = 1) -> list[torch.Tensor]:
@@ -167,6 +220,8 @@ class StepConditioner:
                  cfg_scale: float, *, hires_steps: int | None = None, use_old_scheduling: bool = False,
                  embeddings: dict | None = None):
         self.model, self.clip_skip, self.embeddings = model, clip_skip, embeddings
+        self.indexes = embedding_indexes(model, embeddings) if embeddings else None
+        self.used_embeddings: dict[str, None] = {}  # ordered set of the embeddings the encoded texts used
         self._cache: dict[str, Conditioning] = {}
         self.parts = []  # per image: [(schedule, weight)]
 
@@ -186,7 +241,9 @@ class StepConditioner:
 
     def _get(self, text: str) -> Conditioning:
         if text not in self._cache:
-            self._cache[text] = encode_text(self.model, text, self.clip_skip, self.embeddings)
+            cond = encode_text(self.model, text, self.clip_skip, self.embeddings, self.indexes)
+            self.used_embeddings.update(dict.fromkeys(cond.used_embeddings))
+            self._cache[text] = cond
         return self._cache[text]
 
     @staticmethod

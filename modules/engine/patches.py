@@ -1,7 +1,8 @@
 """Per-job model patches: applied when a job starts, removed when it ends, whatever happens in between.
 
 A PatchSet collects what a job changes on the loaded model — weight deltas on named parameters (LoRA and its
-relatives), textual-inversion vectors, attention processors, forward hooks on named modules (hypernetworks), tiling —
+relatives), textual-inversion vectors, attention processors, forward hooks and forward pre-hooks on named modules
+(hypernetworks change the context that reaches an attention's to_k/to_v), tiling —
 and `applied(model)` is the context manager that puts them on and takes them off. Weights are restored from a copy
 of the originals taken before the first change (not by subtracting the delta again, which would not give the same
 bits back in half precision), so after any job the model is bitwise what it was and changing patch sets between jobs
@@ -13,6 +14,7 @@ token-embedding output while it encodes (modules/engine/conditioning.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,13 +38,25 @@ class PatchSet:
     attention_processors: dict[str, object] = field(default_factory=dict)   # UNet attention-processor name → proc
     forward_hooks: list[tuple[str, Callable]] = field(default_factory=list)  # (module path, hook(module, in, out))
     tiling: bool = False
+    # (module path, hook(module, args) -> new args or None), registered in order, so several chain as A1111 chains them
+    forward_pre_hooks: list[tuple[str, Callable]] = field(default_factory=list)
+    # name → its short hash, for "TI hashes" in the infotext (only the embeddings a prompt used); None: not written
+    embedding_hash: Callable[[str], str | None] | None = None
 
     def add_weight(self, target: str, delta: torch.Tensor | None = None, strength: float = 1.0,
                    fn: Callable | None = None, source: str = "") -> None:
         self.weights.append(WeightPatch(target, delta, strength, fn, source))
 
     def __bool__(self) -> bool:
-        return bool(self.weights or self.embeddings or self.attention_processors or self.forward_hooks or self.tiling)
+        return bool(self.weights or self.embeddings or self.attention_processors or self.forward_hooks
+                    or self.forward_pre_hooks or self.tiling)
+
+    def copy(self, tiling: bool | None = None) -> "PatchSet":
+        """A copy whose lists and dicts can be added to without touching this one (a batch's patches)."""
+        return dataclasses.replace(
+            self, weights=list(self.weights), embeddings=dict(self.embeddings),
+            attention_processors=dict(self.attention_processors), forward_hooks=list(self.forward_hooks),
+            forward_pre_hooks=list(self.forward_pre_hooks), tiling=self.tiling if tiling is None else tiling)
 
     @contextlib.contextmanager
     def applied(self, model):
@@ -51,6 +65,8 @@ class PatchSet:
                 stack.enter_context(_weights(model, self.weights))
             if self.attention_processors:
                 stack.enter_context(_attention(model, self.attention_processors))
+            for path, hook in self.forward_pre_hooks:
+                stack.callback(_module(model, path).register_forward_pre_hook(hook).remove)
             for path, hook in self.forward_hooks:
                 stack.callback(_module(model, path).register_forward_hook(hook).remove)
             if self.tiling:

@@ -147,15 +147,17 @@ def chunk_to_weights(chunk: Chunk) -> list[float]:
     return [1.0] + chunk.weights[:n] + [1.0] + chunk.weights[n:]
 
 
-def token_count(tokenizer, prompt: str, steps: int = 20, *, is_positive: bool = True) -> tuple[int, int]:
+def token_count(tokenizer, prompt: str, steps: int = 20, *, is_positive: bool = True,
+                find_embedding: EmbeddingLookup | None = None) -> tuple[int, int]:
     """(tokens used, limit) for the UI counter ("17/75", "80/150"), as A1111's: extra networks removed, AND split
     (positive prompts), every prompt-editing variant over `steps` counted and the longest one reported, emphasis
-    syntax removed, padding added by BREAK and comma back-off counted. The limit is the next multiple of 75."""
+    syntax removed, padding added by BREAK and comma back-off counted; a textual-inversion embedding found by
+    `find_embedding` counts as its number of vectors. The limit is the next multiple of 75."""
     text, _ = strip_extra_networks(prompt)
     subprompts = [sub for sub, _ in split_and(text)] if is_positive else [text]
     variants: list[str] = []
     for schedule in prompt_schedules(subprompts, steps):
         variants.extend(t for _, t in schedule)
-    used = max((tokenize_weighted_with_count(tokenizer, parse_attention(v))[1] for v in dict.fromkeys(variants)),
-               default=0)
+    used = max((tokenize_weighted_with_count(tokenizer, parse_attention(v), find_embedding)[1]
+                for v in dict.fromkeys(variants)), default=0)
     return used, -(-max(used, 1) // CHUNK_LENGTH) * CHUNK_LENGTH

@@ -22,7 +22,6 @@ from modules.engine.denoiser import Denoiser
 from modules.engine.hooks import (PostprocessBatchListArgs, PostprocessImageArgs, PostProcessMaskOverlayArgs,
                                   PostSampleArgs)
 from modules.engine.params import HR_DENOISING_DEFAULT, IMG2IMG_DENOISING_DEFAULT, ParamError, hr_size
-from modules.engine.patches import PatchSet
 from modules.engine.sampling import STEP_KNOBS, Pass, sample
 from modules.engine.vae_codec import decode_to_tensor, images_to_latents, latents_to_images, tensor_to_images
 
@@ -56,6 +55,7 @@ class _Batch:
         self.p, self.model, self.state, self.opts = p, p.sd_model, p.state, p.run_options
         self.hooks, self.networks = p.hooks, networks
         self.factor = self.model.vae_scale_factor
+        self.conditioners: list[StepConditioner] = []
 
     def noise(self, width: int, height: int):
         p = self.p
@@ -72,9 +72,15 @@ class _Batch:
             state.current_image_step = i + 1
 
     def conds(self, prompts, negatives, steps, hires_steps=None) -> StepConditioner:
-        return StepConditioner(self.model, prompts, negatives, steps, self.opts.clip_skip, self.p.cfg_scale,
-                               hires_steps=hires_steps, use_old_scheduling=self.opts.use_old_scheduling,
-                               embeddings=self.p.patches.embeddings)
+        conds = StepConditioner(self.model, prompts, negatives, steps, self.opts.clip_skip, self.p.cfg_scale,
+                                hires_steps=hires_steps, use_old_scheduling=self.opts.use_old_scheduling,
+                                embeddings=self.p.patches.embeddings)
+        self.conditioners.append(conds)
+        return conds
+
+    def used_embeddings(self) -> list[str]:
+        """The textual-inversion embeddings this batch's prompts and negative prompts used (all passes)."""
+        return list(dict.fromkeys(name for conds in self.conditioners for name in conds.used_embeddings))
 
     def run_pass(self, run: Pass, init, noise, gens, conds, width, height, image_cond=None, blend_mask=None):
         p = self.p
@@ -215,6 +221,21 @@ def _resolve(p) -> None:
         raise ParamError("width", f"width and height must be multiples of {factor} for this model")
 
 
+def _record_ti_hashes(p, used: list[str]) -> None:
+    """A1111's "TI hashes: name: hash12, ..." for the embeddings this batch used (each once; names without ':' and
+    ','); left out when the patch set has no hash source (the setting is off) or nothing was used."""
+    hash_of = p.patches.embedding_hash
+    entries = []
+    for name in used if hash_of is not None else []:
+        shorthash = hash_of(name)
+        if shorthash:
+            entries.append(f"{name.replace(':', '').replace(',', '')}: {shorthash}")
+    if entries:
+        p.extra_generation_params["TI hashes"] = ", ".join(entries)
+    else:
+        p.extra_generation_params.pop("TI hashes", None)
+
+
 def run_info(p) -> dict:
     model, opts = p.sd_model, p.run_options
     return {"Model hash": model.info.shorthash, "Model": model.info.stem,
@@ -250,9 +271,7 @@ def process_images(p, networks: extra_networks.ExtraNetworkRegistry | None = Non
             break
         hooks.fire("before_process_batch", p, batch_number=n, prompts=p.prompts, seeds=p.seeds,
                    subseeds=p.subseeds)
-        p.patches = PatchSet(list(base_patches.weights), dict(base_patches.embeddings),
-                             dict(base_patches.attention_processors), list(base_patches.forward_hooks),
-                             base_patches.tiling or bool(p.tiling))
+        p.patches = base_patches.copy(tiling=base_patches.tiling or bool(p.tiling))
         active = []
         try:
             if not p.disable_extra_networks:
@@ -267,7 +286,9 @@ def process_images(p, networks: extra_networks.ExtraNetworkRegistry | None = Non
                            subseeds=p.subseeds, extra_network_data=p.extra_network_data)
             hooks.fire("process_batch", p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
             with p.patches.applied(model):
-                batch_images = _Batch(p, networks).images(lo)
+                batch = _Batch(p, networks)
+                batch_images = batch.images(lo)
+            _record_ti_hashes(p, batch.used_embeddings())
         finally:
             for handler in active:
                 handler.deactivate(p)

@@ -41,6 +41,21 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu", nested: bool =
     return _unwrap(_flatten(sd) if nested else sd, path)
 
 
+def load_pickle(path: str | os.PathLike, device: str = "cpu"):
+    """Everything a .pt/.ckpt/.pth/.bin pickle holds (dicts, lists, numbers, strings, tensors), through the same
+    restricted unpickler: for files whose non-tensor entries matter (an embedding's step, a hypernetwork's layer
+    structure)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    if not path.name.lower().endswith(PICKLE_SUFFIXES):
+        raise ModelFileError(f"{path}: not a pickle file (expected {', '.join(PICKLE_SUFFIXES)})")
+    try:
+        return torch.load(str(path), map_location=device, weights_only=True, mmap=_is_zip(path))
+    except Exception as exc:  # every library error becomes one readable line naming the file
+        raise ModelFileError(f"{path}: cannot be read as a model file: {load_error_reason(exc)}") from None
+
+
 def _flatten(obj):
     """One level: {"image_proj": {"proj.weight": t}} -> {"image_proj.proj.weight": t}; _unwrap's wrappers stay."""
     if not isinstance(obj, dict):

@@ -51,7 +51,9 @@ def prompt_row(rt, tab: str) -> dict:
         model = rt.models.model
         if model is None:
             return "?/75"
-        used, limit = token_count(model.tokenizers[0], text or "")
+        # a textual-inversion embedding counts as its number of vectors (A1111's counter)
+        used, limit = token_count(model.tokenizers[0], text or "",
+                                  find_embedding=rt.embeddings.token_counter_lookup(model))
         return f"{used}/{limit}"
 
     prompt.change(count, prompt, prompt_count, show_progress="hidden", queue=False)
