@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from lycoris.functional import locon, loha, lokr
+from lycoris.functional.general import tucker_weight_from_conv
 
 from modules.networks.lora_math_base import NetworkModule, f32, scalar, shapes_error
 from modules.networks.lora_math_oft import OftModule
@@ -176,23 +177,42 @@ class NormModule(NetworkModule):
 
 
 class GloraModule(NetworkModule):
-    """GLoRA: b2 @ b1 + (W @ a2) @ a1 (Linear; a 1×1 Conv as its 2-D matrix). Hand-written: lycoris.functional has
-    no GLoRA weight function. No rank, so no alpha scaling (A1111 requires `alpha` but never divides by a rank)."""
+    """GLoRA: ΔW = W·A + B with low-rank A [in, in] and B [out, in]. Hand-written: lycoris.functional has no GLoRA
+    weight function. Two layouts of the same four names:
+    - older LyCORIS, the one A1111 v1.10.1 reads: a1 [r, in], a2 [in, r], b1 [r, in], b2 [out, r];
+      ΔW = b2 @ b1 + (W @ a2) @ a1 on a Linear (a 1×1 Conv as its matrix), with no alpha scaling (A1111 gives GLoRA
+      no rank);
+    - LyCORIS 4: a1 [in, r], a2 [r, in], b1 [out, r], b2 [r, in, kh, kw] (+ `bm.weight` Tucker core);
+      ΔW = (b1 @ b2 + W @ a1 @ a2) · alpha / r. A1111 v1.10.1 fails on these shapes (its module is skipped); we
+      follow LyCORIS so that such a file still works.
+    They are told apart by a1: wide (rank first) is the old layout, tall is LyCORIS 4; square (full rank) reads as
+    the old one."""
     kind = "glora"
 
     def __init__(self, key, tensors):
         super().__init__(key, tensors)
         self.a1, self.a2 = tensors["a1.weight"], tensors["a2.weight"]
         self.b1, self.b2 = tensors["b1.weight"], tensors["b2.weight"]
+        self.bm = tensors.get("bm.weight")
+        a1 = self.a1.reshape(self.a1.shape[0], -1)
+        self.lycoris4 = a1.shape[0] > a1.shape[1]
+        if self.lycoris4:
+            self.rank = self.a2.shape[0]
 
     def _update(self, weight):
-        flat = [f32(t, weight).reshape(t.shape[0], -1) for t in (self.a1, self.a2, self.b1, self.b2)]
-        a1, a2, b1, b2 = flat
-        w = weight.reshape(weight.shape[0], -1)
-        if w.shape[1] != a2.shape[0]:
-            raise shapes_error(self.key, "GLoRA (Linear or 1x1 Conv only)", "a2.weight", self.a2.shape,
-                               "weight", weight.shape)
-        return b2 @ b1 + (w @ a2) @ a1
+        a1, a2, b1, b2 = (f32(t, weight).reshape(t.shape[0], -1) for t in (self.a1, self.a2, self.b1, self.b2))
+        if not self.lycoris4:
+            w = weight.reshape(weight.shape[0], -1)
+            if w.shape[1] != a2.shape[0]:
+                raise shapes_error(self.key, "GLoRA (Linear or 1x1 Conv only)", "a2.weight", self.a2.shape,
+                                   "weight", weight.shape)
+            return b2 @ b1 + (w @ a2) @ a1
+        if self.bm is not None:
+            wb = tucker_weight_from_conv(b1, b2, f32(self.bm, weight))
+        else:
+            wb = b1 @ b2
+        wa = torch.einsum("o i ..., i r, r j -> o j ...", weight, a1, a2)
+        return wb.reshape(weight.shape) + wa
 
 
 def _lokr_match(t):

@@ -185,6 +185,24 @@ def test_glora():
     close(m.weight_delta(w, 0.5), 0.5 * (b2 @ b1 + (w @ a2) @ a1))
 
 
+def test_glora_lycoris4_layout_linear_conv_and_tucker():
+    r, o, i = 2, 6, 5
+    a1, a2, b1, b2, w = rnd(i, r), rnd(r, i), rnd(o, r), rnd(r, i), rnd(o, i)
+    m = build_module("k", {"a1.weight": a1, "a2.weight": a2, "b1.weight": b1, "b2.weight": b2, "alpha": t(1)})
+    assert m.rank == 2
+    close(m.weight_delta(w, 1.0), 0.5 * (b1 @ b2 + w @ a1 @ a2))
+    w = rnd(o, i, 3, 3)
+    b2 = rnd(r, i, 3, 3)
+    m = build_module("k", {"a1.weight": a1[:, :, None, None], "a2.weight": a2[:, :, None, None],
+                           "b1.weight": b1[:, :, None, None], "b2.weight": b2, "alpha": t(2)})
+    ref = torch.einsum("or,rikl->oikl", b1, b2) + torch.einsum("oakl,ar,ri->oikl", w, a1, a2)
+    close(m.weight_delta(w, 1.0), ref)
+    bm, b2 = rnd(r, r, 3, 3), rnd(r, i, 1, 1)
+    m = build_module("k", {"a1.weight": a1, "a2.weight": a2, "b1.weight": b1, "b2.weight": b2, "bm.weight": bm})
+    ref = torch.einsum("or,rskl,si->oikl", b1, bm, b2[:, :, 0, 0]) + torch.einsum("oakl,ar,ri->oikl", w, a1, a2)
+    close(m.weight_delta(w, 1.0), ref)
+
+
 # ---- OFT / BOFT ---------------------------------------------------------------------------------------------------
 
 def cayley(q):
@@ -268,6 +286,16 @@ def test_dora_rescales_input_columns_after_scale_before_multiplier(shape):
     close(m.weight_delta(w, 0.3), 0.3 * ref)
 
 
+def test_dora_per_output_scale_is_broadcast_against_column_norms_as_a1111_does():
+    """LyCORIS's default DoRA stores one magnitude per output row ([out, 1]); A1111 v1.10.1 still divides by the
+    column norms, and so do we (the same image as A1111, not the one LyCORIS would merge)."""
+    w, up, down = rnd(6, 5), rnd(6, 2), rnd(2, 5)
+    mag = rnd(6, 1).abs() + 0.5
+    m = build_module("k", {"lora_up.weight": up, "lora_down.weight": down, "dora_scale": mag})
+    merged = w + up @ down
+    close(m.weight_delta(w, 1.0), merged * (mag / merged.norm(dim=0, keepdim=True)) - w)
+
+
 # ---- every kind: multiplier 0, linearity, float32, errors ---------------------------------------------------------
 
 CASES = {
@@ -325,3 +353,56 @@ def test_factors_that_do_not_fit_each_other_fail_at_build():
                             "hada_w2_b": rnd(2, 5), "hada_t1": rnd(2, 2, 3, 3)})
     with pytest.raises(ValueError, match="alpha"):
         build_module("k9", {"lora_up.weight": rnd(6, 2), "lora_down.weight": rnd(2, 5), "alpha": rnd(2)})
+
+
+# ---- files written by LyCORIS itself ------------------------------------------------------------------------------
+
+LYCORIS_CASES = ["locon-linear", "locon-conv3-tucker", "dora-columns", "loha-conv3-tucker", "lokr-conv3",
+                 "diag-oft-rescaled", "boft", "ia3-conv-on-input", "norm", "glora-conv3"]
+
+
+def lycoris_case(name):
+    """(module class, layer, kwargs) of a LyCORIS 4.1.3's own modules, alpha = rank so that its module-level
+    scale handling (which A1111 does not share) stays out of the comparison."""
+    from lycoris.modules.boft import ButterflyOFTModule
+    from lycoris.modules.diag_oft import DiagOFTModule
+    from lycoris.modules.glora import GLoRAModule
+    from lycoris.modules.ia3 import IA3Module
+    from lycoris.modules.locon import LoConModule
+    from lycoris.modules.loha import LohaModule
+    from lycoris.modules.lokr import LokrModule
+    from lycoris.modules.norms import NormModule
+    lin, conv, lin32 = torch.nn.Linear(16, 24), torch.nn.Conv2d(16, 24, 3, padding=1), torch.nn.Linear(16, 32)
+    return {
+        "locon-linear": (LoConModule, lin, dict(lora_dim=4, alpha=4)),
+        "locon-conv3-tucker": (LoConModule, conv, dict(lora_dim=4, alpha=4, use_tucker=True)),
+        "dora-columns": (LoConModule, conv, dict(lora_dim=4, alpha=4, weight_decompose=True, wd_on_out=False)),
+        "loha-conv3-tucker": (LohaModule, conv, dict(lora_dim=4, alpha=4, use_tucker=True)),
+        "lokr-conv3": (LokrModule, conv, dict(lora_dim=2, alpha=2, factor=4)),
+        "diag-oft-rescaled": (DiagOFTModule, conv, dict(lora_dim=4, rescaled=True, constraint=1e-3)),
+        "boft": (ButterflyOFTModule, lin32, dict(lora_dim=4)),
+        "ia3-conv-on-input": (IA3Module, conv, dict(train_on_input=True)),
+        "norm": (NormModule, torch.nn.LayerNorm(24), {}),
+        "glora-conv3": (GLoRAModule, conv, dict(lora_dim=4, alpha=4)),
+    }[name]
+
+
+@pytest.mark.parametrize("name", LYCORIS_CASES)
+def test_files_written_by_lycoris(name, tmp_path):
+    """A state dict LyCORIS saves, through a real .safetensors file, gives the weight LyCORIS itself merges."""
+    from safetensors.torch import load_file, save_file
+    cls, layer, kwargs = lycoris_case(name)
+    torch.manual_seed(LYCORIS_CASES.index(name))
+    module = cls("lycoris_x", layer, multiplier=1.0, **kwargs)
+    with torch.no_grad():
+        for pname, p in module.named_parameters(recurse=False):
+            p.copy_(torch.randn_like(p) * 0.1 + (1.0 if pname in ("dora_scale", "rescale") else 0.0))
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path))
+    built = build_module(name, load_file(str(path)))
+    w = layer.weight.detach()
+    if name.startswith("dora"):
+        expected = module.get_merged_weight(1.0)[0] - w
+    else:
+        expected = module.get_diff_weight(1.0)[0]
+    close(built.weight_delta(w, 1.0), expected.reshape(w.shape))
