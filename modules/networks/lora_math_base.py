@@ -87,10 +87,10 @@ class NetworkModule:
                 update = update.reshape(b.shape) + b
             if update.numel() == w.numel():
                 update = update.reshape(w.shape)
-            update = update * self.scale()
-            if self.dora_scale is not None:
-                update = self._dora(w, update)
-            delta = update * float(multiplier)
+            if self.dora_scale is None:   # one pass over the update: (update · scale) · multiplier
+                delta = update * (self.scale() * float(multiplier))
+            else:
+                delta = self._dora(w, update * self.scale()) * float(multiplier)
             return self._fit(delta, w)
 
     def bias_delta(self, bias: torch.Tensor | None, multiplier: float) -> torch.Tensor | None:

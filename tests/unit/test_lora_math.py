@@ -323,6 +323,9 @@ def test_every_kind_zero_multiplier_linear_and_float32(kind):
     assert d1.dtype == torch.float32 and d1.shape == w.shape and d1.abs().sum() > 0
     close(m.weight_delta(w, -1.7), -1.7 * d1)
     close(m.weight_delta(w.half(), 1.0), m.weight_delta(w.half().float(), 1.0))
+    before = {k: v.clone() for k, v in tensors.items()}, w.clone()
+    m.weight_delta(w, 0.5), m.bias_delta(rnd(shape[0]), 0.5)
+    assert all(torch.equal(before[0][k], v) for k, v in tensors.items()) and torch.equal(before[1], w)   # no in-place
 
 
 def test_unknown_suffixes_name_the_key_and_the_suffixes():
