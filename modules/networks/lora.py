@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -334,3 +335,27 @@ class LoraExtraNetwork(ExtraNetwork):
                     pairs.append(f"{alias}: {shorthash}")
             if pairs:
                 p.extra_generation_params["Lora hashes"] = ", ".join(pairs)
+
+
+_LORA_TOKEN = re.compile(r"<(lora|lyco):([^:>]+)")
+
+
+def rename_pasted(params: dict, catalog: NetworkCatalog, preferred: str = "Alias from file") -> None:
+    """Pasting an infotext (A1111's rule): each `<lora:name:…>` whose name has a hash in "Lora hashes" is renamed to
+    the local file with that hash (its alias or file name, as `preferred` says). Unknown hashes leave names alone."""
+    given = params.get("Lora hashes")
+    if not isinstance(given, str) or not given.strip():
+        return
+    by_name = {}
+    for part in given.split(","):
+        name, sep, shorthash = part.strip().rpartition(":")
+        if sep and name.strip():
+            by_name[name.strip()] = shorthash.strip()
+
+    def local_name(m: re.Match) -> str:
+        shorthash = by_name.get(m.group(2))
+        entry = catalog.by_shorthash(shorthash) if shorthash else None
+        return f"<{m.group(1)}:{entry.get_alias(preferred) if entry is not None else m.group(2)}"
+    for key in ("Prompt", "Negative prompt", "Hires prompt", "Hires negative prompt"):
+        if isinstance(params.get(key), str):
+            params[key] = _LORA_TOKEN.sub(local_name, params[key])

@@ -45,6 +45,20 @@ def paste_values(text: str, fields: list[str]) -> list:
     if not text:
         return [gr.update() for _ in fields]
     params, _overrides = infotext.to_params(text)
+    params.update(_callback_rewrites(text))
     if "enable_hr" not in params and "enable_hr" in fields:
         params["enable_hr"] = False
     return [gr.update(value=params[f]) if f in params else gr.update() for f in fields]
+
+
+_PROMPT_KEYS = {"Prompt": "prompt", "Negative prompt": "negative_prompt", "Hires prompt": "hr_prompt",
+                "Hires negative prompt": "hr_negative_prompt"}
+
+
+def _callback_rewrites(text: str) -> dict:
+    """The prompts as extensions' infotext_pasted callbacks leave them (the Lora extension renames a pasted LoRA to
+    the file here with the same hash), A1111's paste order: callbacks first, then the fields."""
+    from modules import infotext_utils
+    pasted = infotext_utils.parse_generation_parameters(text)
+    return {name: pasted[key] for key, name in _PROMPT_KEYS.items()
+            if isinstance(pasted.get(key), str) and (pasted[key] or name in ("prompt", "negative_prompt"))}

@@ -223,3 +223,29 @@ def test_add_network_to_prompt_setting_applies_without_a_token(sd1, tmp_path):
     p = P(sd1)
     handler.activate(p, [])
     assert p.patches.weights and "Lora hashes" in p.extra_generation_params
+
+
+def test_pasting_an_infotext_renames_a_lora_found_by_its_hash(sd1, tmp_path):
+    """PNG Info → txt2img: the author's name for a LoRA is replaced by the local file with the same hash."""
+    from modules import script_callbacks
+    from modules.networks.lora import rename_pasted
+    from modules.ui import pnginfo_tab
+    write_lora(tmp_path / "ink_v3.safetensors", sd1, metadata={"ss_output_name": "ink"})
+    catalog = NetworkCatalog(lambda: [tmp_path])
+    shorthash = catalog.find("ink").read_hash()[:12]
+    text = ('a red circle <lora:someone_elses_name:0.7>, <lora:unknown:1>\nNegative prompt: <lora:other:1>\n'
+            f'Steps: 3, Seed: 1, Size: 64x64, Lora hashes: "someone_elses_name: {shorthash}, other: 0123456789ab"')
+    params = {"Prompt": "a red circle <lora:someone_elses_name:0.7>, <lora:unknown:1>",
+              "Lora hashes": f"someone_elses_name: {shorthash}, other: 0123456789ab"}
+    rename_pasted(params, catalog)
+    assert params["Prompt"] == "a red circle <lora:ink:0.7>, <lora:unknown:1>"
+    rename_pasted(params := {"Prompt": "<lora:someone_elses_name:1>", "Lora hashes": f"someone_elses_name: "
+                             f"{shorthash}"}, catalog, "Filename")
+    assert params["Prompt"] == "<lora:ink_v3:1>"
+    script_callbacks.on_infotext_pasted(lambda _text, p: rename_pasted(p, catalog), name="test-lora-paste")
+    try:
+        prompt, negative = pnginfo_tab.paste_values(text, ["prompt", "negative_prompt"])
+    finally:
+        script_callbacks.clear_callbacks()
+    assert prompt["value"] == "a red circle <lora:ink:0.7>, <lora:unknown:1>"
+    assert negative["value"] == "<lora:other:1>"

@@ -3,11 +3,10 @@ settings, the Lora cards page, /sdapi/v1/loras and /refresh-loras, and the paste
 network by its hash under the name it has here. The work is in modules/networks/."""
 from __future__ import annotations
 
-import re
-
 import extra_networks_lora
 import networks
 from modules import script_callbacks, shared
+from modules.networks.lora import rename_pasted
 
 SECTION = ("extra_networks", "Extra Networks")
 _handler = extra_networks_lora.ExtraNetworkLora()
@@ -46,30 +45,12 @@ def _settings():
     add("lora_not_found_gradio_warning", info(False, "Lora not found warning popup in webui", section=SECTION))
 
 
-_LORA_TOKEN = re.compile(r"<(lora|lyco):([^:>]+)")
-
-
 def infotext_pasted(infotext: str, params: dict) -> None:
     """A pasted prompt names LoRAs as the author had them; "Lora hashes" finds each one here by its hash and the
-    prompt is rewritten to the local name (A1111's rule). Names whose hash is unknown here stay as they are."""
-    given = params.get("Lora hashes")
-    if not isinstance(given, str) or not given.strip():
-        return
-    by_name = {}
-    for part in given.split(","):
-        name, sep, shorthash = part.strip().rpartition(":")
-        if sep and name.strip():
-            by_name[name.strip()] = shorthash.strip()
+    prompt is rewritten to the local name (A1111's rule)."""
     preferred = shared.opts.data.get("lora_preferred_name", "Alias from file") if shared.bound() else \
         "Alias from file"
-
-    def local_name(m: re.Match) -> str:
-        shorthash = by_name.get(m.group(2))
-        entry = networks.catalog.by_shorthash(shorthash) if shorthash else None
-        return f"<{m.group(1)}:{entry.get_alias(preferred) if entry is not None else m.group(2)}"
-    for key in ("Prompt", "Negative prompt", "Hires prompt", "Hires negative prompt"):
-        if isinstance(params.get(key), str):
-            params[key] = _LORA_TOKEN.sub(local_name, params[key])
+    rename_pasted(params, networks.catalog, preferred)
 
 
 def _before_ui():
