@@ -14,29 +14,10 @@ from modules.engine.patches import PatchSet
 from modules.networks.hypernetwork import Hypernetwork, HypernetworkHandler, add_to_patches, attention_layers
 from modules.networks.network_files import NetworkCatalog
 from tests.support.engine_helpers import load_tiny, pixels, run
+from tests.support.hypernet_factory import A_META, layout_a, linear_params, write_net
 
 CONTEXT = 32   # the tiny SD1 UNet's cross-attention width (and its first block's channels)
 MID = 64       # the mid block's channels: only its self-attention (attn1) has this context width
-
-
-def _linear(g, n_in, n_out, scale):
-    return {"weight": torch.randn(n_out, n_in, generator=g) * scale, "bias": torch.randn(n_out, generator=g) * scale}
-
-
-def _norm(g, n):
-    return {"weight": 1 + torch.randn(n, generator=g) * 0.1, "bias": torch.randn(n, generator=g) * 0.1}
-
-
-def layout_a(dim, g, scale):
-    """[1, 2, 1], relu, layer norm, no dropout, activate_output False — A1111's Sequential: 0 Linear, 1 ReLU,
-    2 LayerNorm, 3 Linear, 4 LayerNorm."""
-    parts = {0: _linear(g, dim, 2 * dim, scale), 2: _norm(g, 2 * dim), 3: _linear(g, 2 * dim, dim, scale),
-             4: _norm(g, dim)}
-    return {f"linear.{i}.{k}": v for i, d in parts.items() for k, v in d.items()}
-
-
-A_META = {"layer_structure": [1, 2, 1], "activation_func": "relu", "is_layer_norm": True, "use_dropout": False,
-          "activate_output": False, "last_layer_dropout": False}
 
 
 def forward_a(sd, x, m):
@@ -51,8 +32,8 @@ def forward_a(sd, x, m):
 def layout_b(dim, g, scale):
     """[1, 2, 2, 1], tanh, dropout after both hidden layers (use_dropout + last_layer_dropout), activate_output:
     0 Linear, 1 Tanh, 2 Dropout, 3 Linear, 4 Tanh, 5 Dropout, 6 Linear, 7 Tanh."""
-    parts = {0: _linear(g, dim, 2 * dim, scale), 3: _linear(g, 2 * dim, 2 * dim, scale),
-             6: _linear(g, 2 * dim, dim, scale)}
+    parts = {0: linear_params(g, dim, 2 * dim, scale), 3: linear_params(g, 2 * dim, 2 * dim, scale),
+             6: linear_params(g, 2 * dim, dim, scale)}
     return {f"linear.{i}.{k}": v for i, d in parts.items() for k, v in d.items()}
 
 
@@ -64,14 +45,6 @@ def forward_b(sd, x, m):
     def lin(i, t):
         return F.linear(t, sd[f"linear.{i}.weight"], sd[f"linear.{i}.bias"])
     return x + torch.tanh(lin(6, torch.tanh(lin(3, torch.tanh(lin(0, x)))))) * m
-
-
-def write_net(path, layout, meta, sizes, seed, scale=0.3, **extra):
-    g = torch.Generator().manual_seed(seed)
-    data = {size: (layout(size, g, scale), layout(size, g, scale)) for size in sizes}
-    torch.save({**data, **meta, "name": "name-in-file", "step": 100, "sd_checkpoint": "abc",
-                "sd_checkpoint_name": "base", **extra}, path)
-    return data
 
 
 @pytest.fixture(scope="module")
