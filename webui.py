@@ -36,8 +36,9 @@ def create_app(args):
         extension_host.build_api_defaults()
     else:
         from modules.ui import app as ui_app
-        from modules.ui import file_route, localization_ui
+        from modules.ui import extra_networks, file_route, localization_ui
         localization_ui.mount_routes(app, rt, args.subpath)  # before Gradio's mount, which takes every path
+        extra_networks.mount_routes(app, rt, args.subpath)
         file_route.mount(app, rt, args.subpath)
         _mount_reload_route(app, rt, args)
         demo = mount_ui(app, rt, args, ui_app.build(rt))

@@ -11,7 +11,7 @@ from modules import script_callbacks
 from modules.models.loader import native_resolution
 from modules.models.manager import NO_MODEL_MESSAGE
 from modules.ui import common, extras_tab, img2img_tab, merger_tab, pnginfo_tab, settings_tab, txt2img_tab
-from modules.ui import extensions_tab
+from modules.ui import extensions_tab, extra_networks
 from modules.ui import localization_ui, page_assets, quicksettings
 
 log = logging.getLogger("sd.ui")
@@ -38,6 +38,7 @@ JS = """
 def build(rt) -> gr.Blocks:
     size = _native_size(rt)
     from modules import extension_host
+    extra_networks.register_default_pages()   # before the extensions' on_before_ui, which add theirs (A1111's order)
     script_callbacks.before_ui_callback()
     extension_tabs = extension_host.ui_tabs()   # built as their own Blocks first, rendered as tabs below (A1111)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from modules.engine.params import IMG2IMG_DENOISING_DEFAULT, INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, \
     GenerationParams
-from modules.ui import common, progress
+from modules.ui import common, extra_networks, progress
 
 log = logging.getLogger("sd.ui")
 MODES = ["img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch"]
@@ -67,7 +67,8 @@ def build(rt, native_size: int = 512) -> dict:
     last_images = gr.State([])
     mode = gr.State("img2img")
     top = common.prompt_row(rt, "img2img")
-    with gr.Row():
+    with gr.Tabs(elem_id="img2img_extra_tabs") as extra_tabs, \
+            gr.Tab("Generation", id="img2img_generation", elem_id="img2img_generation"), gr.Row():
         with gr.Column():
             with gr.Tabs(elem_id="mode_img2img") as mode_tabs:
                 with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as t_img:
@@ -113,6 +114,8 @@ def build(rt, native_size: int = 512) -> dict:
             script_inputs = common.script_area(True)
         with gr.Column():
             out = common.output_panel("img2img")
+    with extra_tabs:   # the Extra Networks pages beside "Generation", as in A1111
+        extra_networks.create_tabs("img2img")
 
     fields = common.PARAM_FIELDS + I2I_FIELDS
     comps = {**top, **controls, **seeds, "resize_mode": resize_mode, "denoising_strength": denoise,

@@ -27,6 +27,8 @@ JS_DIR = Path(__file__).with_name("js")
 GLOBALS_JS = JS_DIR / "a1111_globals.js"          # gradioApp(), onUiLoaded(), opts, ... (inline: runs first)
 PROMPT_DOM_JS = JS_DIR / "a1111_prompt_dom.js"    # #txt2img_prompt > label > textarea, as in Gradio 3 (inline)
 SCRIPTS_DONE_JS = JS_DIR / "a1111_scripts_done.js"  # runs after every extension script (external, last)
+EXTRA_NETWORKS_JS = JS_DIR / "extra_networks.js"      # the Extra Networks cards (external, before extensions')
+EXTRA_NETWORKS_CSS = JS_DIR / "extra_networks.css"    # their style, before extension style sheets and user.css
 SETTINGS_JSON_ID = "settings_json"
 
 
@@ -75,12 +77,14 @@ def _inline(path: Path, name: str) -> str:
 def head(rt, subpath: str | None = None) -> str:
     """The whole <head> addition for Gradio's `head=`: localization, then what extensions need."""
     exts = active_extensions(rt)
-    config = {"css": [web_path(f) for f in style_sheets(rt, exts)], "theme": getattr(rt.args, "theme", None),
+    sheets = [EXTRA_NETWORKS_CSS, *style_sheets(rt, exts)]
+    config = {"css": [web_path(f) for f in sheets], "theme": getattr(rt.args, "theme", None),
               "settingsId": SETTINGS_JSON_ID}
     parts = [localization_ui.head(subpath),
              f"<script>window.SD_PAGE_CONFIG = {json.dumps(config)};</script>",
              _inline(GLOBALS_JS, "a1111-globals"),
-             _inline(PROMPT_DOM_JS, "a1111-prompt-dom")]
+             _inline(PROMPT_DOM_JS, "a1111-prompt-dom"),
+             _script(web_path(EXTRA_NETWORKS_JS), data_sd="extra-networks")]
     parts += [_script(web_path(f), data_sd="extension-script") for f in extension_files(exts, "javascript", ".js")]
     parts += [_script(web_path(f), type="module", data_sd="extension-module")
               for f in extension_files(exts, "javascript", ".mjs")]

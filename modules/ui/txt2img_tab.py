@@ -7,7 +7,7 @@ import gradio as gr
 
 from modules.engine.params import HR_DENOISING_DEFAULT, GenerationParams
 from modules.engine.run import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
-from modules.ui import common, progress
+from modules.ui import common, extra_networks, progress
 
 log = logging.getLogger("sd.ui")
 HIRES_FIELDS = ["enable_hr", "hr_upscaler", "hr_second_pass_steps", "denoising_strength", "hr_scale", "hr_resize_x",
@@ -18,7 +18,8 @@ def build(rt, native_size: int = 512) -> dict:
     last_seed = gr.State(-1)
     last_images = gr.State([])
     top = common.prompt_row(rt, "txt2img")
-    with gr.Row():
+    with gr.Tabs(elem_id="txt2img_extra_tabs") as extra_tabs, \
+            gr.Tab("Generation", id="txt2img_generation", elem_id="txt2img_generation"), gr.Row():
         with gr.Column():
             controls = common.sampling_controls("txt2img", native_size)
             seeds = common.seed_row("txt2img", last_seed)
@@ -38,6 +39,8 @@ def build(rt, native_size: int = 512) -> dict:
             script_inputs = common.script_area(False)
         with gr.Column():
             out = common.output_panel("txt2img")
+    with extra_tabs:   # the Extra Networks pages beside "Generation", as in A1111
+        extra_networks.create_tabs("txt2img")
 
     fields = common.PARAM_FIELDS + HIRES_FIELDS
     comps = {**top, **controls, **seeds, "enable_hr": enable_hr, "hr_upscaler": hr_upscaler,

@@ -91,16 +91,16 @@ def test_scripts_and_styles_in_a1111_order(ext_server):
         first = kinds.index("a1111-globals")  # window.localization's scripts come first
         assert first > 0 and set(kinds[:first]) == {"localization"}, kinds
         ours = ours[first:]
-        assert [h[0] for h in ours] == ["a1111-globals", "a1111-prompt-dom", "extension-script", "extension-script",
-                                        "extension-script", "extension-module", "scripts-done"]
+        assert [h[0] for h in ours] == ["a1111-globals", "a1111-prompt-dom", "extra-networks", "extension-script",
+                                        "extension-script", "extension-script", "extension-module", "scripts-done"]
         srcs = [h[1] for h in ours if h[1]]
-        expected = ["another-ext/javascript/first.js", "sample-ext/javascript/sample.js",
+        expected = ["modules/ui/js/extra_networks.js", "another-ext/javascript/first.js", "sample-ext/javascript/sample.js",
                     "sample-ext/javascript/zz_after.js", "sample-ext/javascript/mod.mjs",
                     "modules/ui/js/a1111_scripts_done.js"]
         assert len(srcs) == len(expected)
         for src, tail in zip(srcs, expected):
             assert src.startswith("file=") and src.split("?")[0].endswith(tail) and src.split("?")[1].isdigit(), src
-        assert ours[5][2] == "module"
+        assert ours[6][2] == "module"
         # the order they ran in; onUiLoaded fired once, after all of them, modules included
         run = ["another-ext/first.js", "sample-ext/sample.js", "sample-ext/zz_after.js", "sample-ext/mod.mjs"]
         assert page.evaluate("window.sdTestRun") == run
