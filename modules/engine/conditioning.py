@@ -90,12 +90,27 @@ class EmbeddingIndex:
         return [self.names[id(f.embedding)] for c in chunks for f in c.fixes if id(f.embedding) in self.names]
 
 
+# tokenizer → {width: (name → id of its vectors, the embeddings (kept alive so the ids stay theirs), index)}: the
+# last index per tokenizer and width, reused while a job's patch set holds the same names and tensor objects (a copy
+# of the dict per job and per batch still matches; comparing the id maps is one C-level dict comparison)
+_INDEXES: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+
+
 def embedding_lookup(tokenizer, width: int, embeddings: dict | None) -> EmbeddingIndex | None:
     """Textual-inversion vectors of the job's patch set (name → [n, width] tensor, or a list of tensors of different
     widths for SDXL's two encoders) as the tokenizer's lookup: the longest name whose tokens start at `pos` wins."""
     if not embeddings:
         return None
-    index = EmbeddingIndex(tokenizer, width, embeddings)
+    fingerprint = {name: id(vectors) for name, vectors in embeddings.items()}
+    per_width = _INDEXES.get(tokenizer)
+    if per_width is None:
+        per_width = _INDEXES[tokenizer] = {}
+    cached = per_width.get(width)
+    if cached is not None and cached[0] == fingerprint:
+        index = cached[2]
+    else:
+        index = EmbeddingIndex(tokenizer, width, embeddings)
+        per_width[width] = (fingerprint, dict(embeddings), index)
     return index if index else None
 
 
