@@ -192,27 +192,28 @@ def add_to_patches(patches, unet, hypernetwork: Hypernetwork, multiplier: float)
 
 class HypernetworkHandler(extra_networks.ExtraNetwork):
     """The `hypernet` kind: `<hypernet:name>` (multiplier 1.0) or `<hypernet:name:multiplier>`; several apply one
-    after the other in prompt order. Files come from a NetworkCatalog (modules/networks/network_files.py); loaded
-    ones are kept while the file is unchanged."""
+    after the other in prompt order. Files come from a NetworkCatalog (modules/networks/network_files.py); the ones
+    the last such prompt named stay loaded while their files are unchanged. A file that cannot be loaded is
+    reported in the job's comments and skipped."""
     name = "hypernet"
 
     def __init__(self, catalog):
         self.catalog = catalog
+        # the networks of the last activation (A1111 keeps the ones the prompt still names), by file, mtime, device
         self._loaded: dict[tuple[str, float, str], Hypernetwork] = {}
         self._lock = threading.Lock()
 
-    def load(self, filename: str, device) -> Hypernetwork:
+    def load(self, filename: str, device, keep: dict | None = None) -> Hypernetwork:
         key = (filename, os.path.getmtime(filename), str(device))
         with self._lock:
-            net = self._loaded.get(key)
-            if net is None:
-                net = Hypernetwork(filename).load().to(device)
-                self._loaded = {k: v for k, v in self._loaded.items() if k[0] != filename}
-                self._loaded[key] = net
-            return net
+            net = self._loaded.get(key) or Hypernetwork(filename).load().to(device)
+            self._loaded[key] = net
+        if keep is not None:
+            keep[key] = net
+        return net
 
     def activate(self, p, entries: list[extra_networks.ExtraNetworkParams]) -> None:
-        missing = []
+        missing, used = [], {}
         unet = p.sd_model.unet
         for entry in entries:
             if not entry.positional:
@@ -228,12 +229,16 @@ class HypernetworkHandler(extra_networks.ExtraNetwork):
                 missing.append(name)
                 continue
             try:
-                net = self.load(found.filename, p.sd_model.device)
-            except (HypernetworkFileError, OSError) as exc:
-                log.error("Error loading hypernetwork %s: %s", found.filename, exc)
-                p.comment(f"Error loading hypernetwork {name}: {exc}")
+                net = self.load(found.filename, p.sd_model.device, used)
+            except Exception as exc:  # a broken file fails this network, not the job
+                reason = str(exc) if isinstance(exc, (HypernetworkFileError, OSError)) else \
+                    f"{found.filename}: {type(exc).__name__}: {exc}"
+                log.error("Error loading hypernetwork %s", reason)
+                p.comment(f"Error loading hypernetwork {name}: {reason}")
                 continue
             add_to_patches(p.patches, unet, net, multiplier)
+        with self._lock:
+            self._loaded = used
         if missing:
             extra_networks.not_found(p, missing)
 
