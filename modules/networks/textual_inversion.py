@@ -4,9 +4,10 @@ into the ones that fit its text encoders and the skipped ones, and handed to eve
 
 A1111's facts: an embedding is named by its file's stem (an image embedding by the name stored in it); .pt/.bin
 hold A1111's `string_to_param` dict or a diffusers concept `{token: tensor}`, .safetensors a single tensor (e.g.
-`emb_params`) or SDXL's `clip_l` + `clip_g` pair, a .png may carry one in its `sd-ti-embedding` text chunk. The
-width must match the loaded model's text encoder (SDXL: both), else the embedding is "skipped". A broken file is
-logged and skipped. Pickles go through the restricted unpickler (modules.models.safe_load).
+`emb_params`) or SDXL's `clip_l` + `clip_g` pair; a .png carries one in its `sd-ti-embedding` text chunk or, like a
+lossless .webp, hidden in the bands A1111 draws beside the picture. The width must match the loaded model's text
+encoder (SDXL: both), else the embedding is "skipped". A broken file is logged and skipped. Pickles go through the
+restricted unpickler (modules.models.safe_load).
 
 Reading is per file and cached by (path, mtime, size), so rescans after a folder change and model switches re-read
 nothing that did not change.
@@ -14,14 +15,17 @@ nothing that did not change.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
 import threading
 import weakref
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
 from modules import file_lists, hashes
@@ -30,7 +34,8 @@ from modules.models import safe_load
 
 log = logging.getLogger("sd.embeddings")
 
-EMBEDDING_EXTENSIONS = (".pt", ".bin", ".safetensors", ".png")
+IMAGE_EXTENSIONS = (".png", ".webp")     # A1111's image embeddings (lossless WEBP keeps the hidden data)
+EMBEDDING_EXTENSIONS = (".pt", ".bin", ".safetensors") + IMAGE_EXTENSIONS
 SDXL_KEYS = ("clip_l", "clip_g")       # A1111's SDXL pair, in the order of the model's text encoders
 
 
@@ -101,28 +106,70 @@ def _tensor_from_json(d: dict):
     return d
 
 
-def _read_png(path: str) -> dict | None:
-    """An A1111 image embedding's data from its `sd-ti-embedding` text chunk (base64 JSON, tensors as
-    {"TORCHTENSOR": nested lists}); None for an image without one (a preview)."""
+def _read_image(path: str) -> dict | None:
+    """An A1111 image embedding's data: from its `sd-ti-embedding` text chunk (base64 JSON, tensors as
+    {"TORCHTENSOR": nested lists}), else from the data A1111 hides in the image's side bands; None for an image
+    that holds neither (a picture, a preview)."""
     from PIL import Image
     with Image.open(path) as im:
         text = getattr(im, "text", {}).get("sd-ti-embedding")
-    if not text:
+        pixels = None if text else np.asarray(im.convert("RGB"))
+    if text:
+        try:
+            return json.loads(base64.b64decode(text), object_hook=_tensor_from_json)
+        except ValueError as exc:
+            raise EmbeddingFileError(f"{path}: its sd-ti-embedding text is not valid: {exc}") from None
+    return _from_pixels(pixels)
+
+
+@functools.lru_cache(maxsize=4)
+def _xor_sequence(n: int) -> np.ndarray:
+    out = np.empty(n, np.uint8)
+    seed = 0
+    for i in range(n):
+        seed = (1664525 * seed + 1013904223) % 4294967296
+        out[i] = (seed % 255) & 0x0F
+    out.flags.writeable = False
+    return out
+
+
+def _xor_pattern(shape) -> np.ndarray:
+    """A1111's mask over the hidden nibbles: a linear congruential sequence (a=1664525, c=1013904223, m=2**32,
+    seed 0), each value mod 255, low four bits. Our own loop: the sequence is serial, numpy has no such generator."""
+    return _xor_sequence(int(np.prod(shape))).reshape(shape)
+
+
+def _from_pixels(pixels: np.ndarray) -> dict | None:
+    """A1111's pixel embedding: the image framed by two bands (left: low nibbles, right: high nibbles of the zlib
+    compressed JSON, each XOR-masked), separated from it by black columns; the black border is cropped first."""
+    lit = (pixels > 0).all(axis=2)
+    cols, rows = np.flatnonzero(lit.any(axis=0)), np.flatnonzero(lit.any(axis=1))
+    if not len(cols) or not len(rows):
         return None
+    low_bits = pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] & 0x0F
+    black = np.flatnonzero(low_bits.sum(axis=(0, 2)) == 0)
+    if len(black) < 2:
+        return None
+    lower, upper = low_bits[:, :black.min()], low_bits[:, black.max() + 1:]
+    if lower.shape != upper.shape or not lower.size:
+        return None
+    lower, upper = lower ^ _xor_pattern(lower.shape), upper ^ _xor_pattern(upper.shape)
     try:
-        return json.loads(base64.b64decode(text), object_hook=_tensor_from_json)
-    except ValueError as exc:
-        raise EmbeddingFileError(f"{path}: its sd-ti-embedding text is not valid: {exc}") from None
+        raw = zlib.decompress(((upper << 4) | lower).astype(np.uint8).tobytes())
+        data = json.loads(raw, object_hook=_tensor_from_json)
+    except (zlib.error, ValueError):
+        return None  # black columns by chance: a picture, not an embedding
+    return data if isinstance(data, dict) else None
 
 
 def read_file(path: str) -> tuple[dict, str] | None:
     """(data, name) of an embedding file; None when the file is not an embedding (a preview image, another type)."""
     stem, ext = os.path.splitext(os.path.basename(path))
     ext = ext.lower()
-    if ext == ".png":
+    if ext in IMAGE_EXTENSIONS:
         if stem.lower().endswith(".preview"):
             return None
-        data = _read_png(path)
+        data = _read_image(path)
         return (data, str(data.get("name") or stem)) if data is not None else None
     if ext in (".pt", ".bin"):
         try:

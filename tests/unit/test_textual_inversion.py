@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -157,6 +158,39 @@ def _png_embedding(path, name, vectors):
     info = PngImagePlugin.PngInfo()
     info.add_text("sd-ti-embedding", base64.b64encode(json.dumps(data).encode()).decode())
     Image.new("RGB", (16, 16)).save(path, pnginfo=info)
+
+
+def _hidden(picture: Image.Image, data: dict) -> Image.Image:
+    """A1111's pixel embedding, written from its description: zlib-compressed JSON split into low and high nibbles,
+    each band XOR-masked with the LCG's low bits, left band | black column | picture | black column | right band.
+    The high nibbles of the bands carry a pattern (A1111 draws dots there) that reading must ignore."""
+    raw = np.frombuffer(zlib.compress(json.dumps(data).encode(), 9), np.uint8)
+    h = picture.height
+    size = len(raw) + (h - len(raw) % h)
+    size += h * 3 - size % (h * 3)
+    seq, seed = [], 0
+    for _ in range(size):
+        seed = (1664525 * seed + 1013904223) % 2 ** 32
+        seq.append((seed % 255) & 0x0F)
+    mask = np.array(seq, np.uint8).reshape(h, -1, 3)
+    pattern = (np.arange(size).reshape(h, -1, 3) % 7 + 1).astype(np.uint8) << 4
+    low = (np.resize(raw & 0x0F, size).reshape(h, -1, 3) ^ mask) | pattern
+    high = (np.resize(raw >> 4, size).reshape(h, -1, 3) ^ mask) | pattern
+    black = np.zeros((h, 1, 3), np.uint8)
+    return Image.fromarray(np.concatenate([low, black, np.asarray(picture.convert("RGB")), black, high], axis=1))
+
+
+def test_embeddings_hidden_in_png_and_webp_pixels(model, tmp_path):
+    vectors = torch.randn(2, WIDTH)
+    data = {"string_to_param": {"*": {"TORCHTENSOR": vectors.tolist()}}, "name": "hidden_emb", "step": 9}
+    picture = Image.fromarray((np.indices((24, 20)).sum(0)[..., None] * [9, 5, 3] % 200 + 30).astype(np.uint8))
+    _hidden(picture, data).save(tmp_path / "card.png")
+    _hidden(picture, {**data, "name": "webp_emb"}).save(tmp_path / "card2.webp", lossless=True)
+    picture.save(tmp_path / "photo.png")                                      # no embedding: not listed, no error
+    db = database(tmp_path, model)
+    assert set(db.word_embeddings) == {"hidden_emb", "webp_emb"} and db.errors == {}
+    assert torch.allclose(db.word_embeddings["hidden_emb"].vec, vectors) and db.word_embeddings["hidden_emb"].step == 9
+    assert torch.allclose(db.word_embeddings["webp_emb"].vec, vectors)
 
 
 def test_a_malicious_pickle_is_refused(model, tmp_path):
