@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=128)
     ap.add_argument("--patch-reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default="autocast", choices=["autocast", "full"],
+                    help="autocast: the server's default (bf16 UNet and text encoder where the CPU has it)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -55,7 +57,8 @@ def main() -> None:
 
     build_weights()
     reg = ModelRegistry([CACHE], CACHE / "no-vae", HashCache(CACHE / "hashes.json"), hashing=False)
-    model = ModelManager(reg, devices.from_args(None), CACHE / "tok").load(reg.find_checkpoint("sd15.safetensors"))
+    device = devices.from_args(argparse.Namespace(precision=args.precision))
+    model = ModelManager(reg, device, CACHE / "tok").load(reg.find_checkpoint("sd15.safetensors"))
     folder = CACHE / f"lora-r{args.rank}"
     folder.mkdir(exist_ok=True)
     for i, name in enumerate(("a", "b")):

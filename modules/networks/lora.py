@@ -282,24 +282,24 @@ def _dyn_file(lora: LoraFile, dyn: int) -> LoraFile:
 
 
 def _weight_fn(parts):
+    """Each network's change is computed from the weight as the networks before it left it (A1111 adds them in
+    place one after another; for OFT, IA3, GLoRA and DoRA the order matters)."""
     def apply(weight: torch.Tensor) -> torch.Tensor:
-        total = None
         for module, multiplier in parts:
             delta = module.weight_delta(weight, multiplier)
             if delta is not None:
-                total = delta if total is None else total + delta
-        return weight if total is None else weight + total.reshape(weight.shape)
+                weight = weight + delta.reshape(weight.shape)
+        return weight
     return apply
 
 
 def _bias_fn(parts):
     def apply(bias: torch.Tensor) -> torch.Tensor:
-        total = None
         for module, multiplier in parts:
             delta = module.bias_delta(bias, multiplier)
             if delta is not None:
-                total = delta if total is None else total + delta
-        return bias if total is None else bias + total.reshape(bias.shape)
+                bias = bias + delta.reshape(bias.shape)
+        return bias
     return apply
 
 

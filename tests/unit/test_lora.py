@@ -249,3 +249,48 @@ def test_pasting_an_infotext_renames_a_lora_found_by_its_hash(sd1, tmp_path):
         script_callbacks.clear_callbacks()
     assert prompt["value"] == "a red circle <lora:ink:0.7>, <lora:unknown:1>"
     assert negative["value"] == "<lora:other:1>"
+
+
+def test_a_lycoris_file_with_several_kinds_patches_each_module_by_its_own_math(sd1, tmp_path):
+    """LoHa, LoKr, IA3, full diff (+diff_b) and norm modules in one kohya-named file, as LyCORIS writes them."""
+    from safetensors.torch import save_file
+    g = torch.Generator().manual_seed(7)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g) * 0.1
+    blk = "down_blocks.0.attentions.0.transformer_blocks.0"
+    q, k, v, out, norm = (f"{blk}.attn1.to_q", f"{blk}.attn1.to_k", f"{blk}.attn1.to_v", f"{blk}.attn1.to_out.0",
+                          f"{blk}.norm1")
+    W = {p: parameter(sd1, "unet", p).detach().float().clone() for p in (q, k, v, out, norm)}
+    B = {p: parameter(sd1, "unet", p, "bias").detach().float().clone() for p in (out, norm)}
+    o, i = W[q].shape
+    w1a, w1b, w2a, w2b = rnd(o, 2), rnd(2, i), rnd(o, 2), rnd(2, i)
+    kw1, kw2 = rnd(2, 4), rnd(o // 2, i // 4)
+    ia3 = rnd(W[v].shape[0])
+    diff, diff_b = rnd(*W[out].shape), rnd(W[out].shape[0])
+    w_norm, b_norm = rnd(W[norm].shape[0]), rnd(W[norm].shape[0])
+
+    def key(path):
+        return "lora_unet_" + path.replace(".", "_")
+    sd = {f"{key(q)}.hada_w1_a": w1a, f"{key(q)}.hada_w1_b": w1b, f"{key(q)}.hada_w2_a": w2a,
+          f"{key(q)}.hada_w2_b": w2b, f"{key(q)}.alpha": torch.tensor(1.0),
+          f"{key(k)}.lokr_w1": kw1, f"{key(k)}.lokr_w2": kw2,
+          f"{key(v)}.weight": ia3, f"{key(v)}.on_input": torch.tensor(False),
+          f"{key(out)}.diff": diff, f"{key(out)}.diff_b": diff_b,
+          f"{key(norm)}.w_norm": w_norm, f"{key(norm)}.b_norm": b_norm}
+    save_file(sd, str(tmp_path / "lyco.safetensors"))
+    p = P(sd1)
+    handler_for(tmp_path).activate(p, [params("lyco", 0.5)])
+    assert not p.comments
+    with p.patches.applied(sd1):
+        got = {path: parameter(sd1, "unet", path).detach().float().clone() for path in W}
+        got_b = {path: parameter(sd1, "unet", path, "bias").detach().float().clone() for path in B}
+    close = dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[q], W[q] + 0.5 * 0.5 * (w1a @ w1b) * (w2a @ w2b), **close)   # alpha/rank = 1/2
+    torch.testing.assert_close(got[k], W[k] + 0.5 * torch.kron(kw1, kw2), **close)
+    torch.testing.assert_close(got[v], W[v] + 0.5 * W[v] * ia3[:, None], **close)
+    torch.testing.assert_close(got[out], W[out] + 0.5 * diff, **close)
+    torch.testing.assert_close(got_b[out], B[out] + 0.5 * diff_b, **close)
+    torch.testing.assert_close(got[norm], W[norm] + 0.5 * w_norm, **close)
+    torch.testing.assert_close(got_b[norm], B[norm] + 0.5 * b_norm, **close)
+    assert all(torch.equal(parameter(sd1, "unet", path).detach().float(), W[path]) for path in W)
