@@ -283,6 +283,7 @@ class EmbeddingDatabase:
         self.version = 0                                # bumped whenever the loaded set changes
         self._files: dict[str, tuple[tuple[float, int], Embedding | None]] = {}
         self._all: list[Embedding] = []               # every readable embedding of the last scan, in folder order
+        self._last_widths: list[int] | None = None    # the text-encoder widths of the last model seen
         self._model_ref: Callable[[], object] = lambda: None
         self._model_key = None
         self._job: JobEmbeddings = JobEmbeddings({})
@@ -363,7 +364,8 @@ class EmbeddingDatabase:
         with self._lock:
             model = self.model
             changed = force_reload or any(d.has_changed() for d in self.embedding_dirs.values())
-            fingerprint = self._model_fingerprint(model)
+            # without a model (unloaded) the last model's split stays, as A1111 keeps its database
+            fingerprint = self._model_fingerprint(model) if model is not None else self._model_key
             if not changed and fingerprint == self._model_key:
                 return
             if changed:
@@ -373,7 +375,8 @@ class EmbeddingDatabase:
 
     def _split(self, found: list[Embedding], model) -> None:
         loaded, skipped = {}, {}
-        widths = _widths(model) if model is not None else None
+        widths = _widths(model) if model is not None else self._last_widths
+        self._last_widths = widths
         self.expected_shape = sum(widths) if widths else -1
         for embedding in found:
             fits = widths is None or [p.shape[-1] for p in embedding.parts()] == widths

@@ -233,6 +233,8 @@ def test_switching_models_resorts_loaded_and_skipped(model, xl, tmp_path):
     assert list(db.word_embeddings) == ["sd1emb"]
     assert set(db.for_job(xl).vectors) == {"xlemb"} and list(db.skipped_embeddings) == ["sd1emb"]
     assert set(db.for_job(model).vectors) == {"sd1emb"}
+    db.set_model(None)  # the checkpoint unloaded: the last split stays (not "everything fits")
+    assert list(db.word_embeddings) == ["sd1emb"] and list(db.skipped_embeddings) == ["xlemb"]
 
 
 def test_rescans_when_the_folder_changes_and_on_refresh(model, tmp_path):
