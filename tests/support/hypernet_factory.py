@@ -16,8 +16,8 @@ def norm_params(g, n):
 def layout_a(dim, g, scale):
     """[1, 2, 1], relu, layer norm, no dropout, activate_output False — A1111's Sequential: 0 Linear, 1 ReLU,
     2 LayerNorm, 3 Linear, 4 LayerNorm."""
-    parts = {0: linear_params(g, dim, 2 * dim, scale), 2: norm_params(g, 2 * dim), 3: linear_params(g, 2 * dim, dim, scale),
-             4: norm_params(g, dim)}
+    parts = {0: linear_params(g, dim, 2 * dim, scale), 2: norm_params(g, 2 * dim),
+             3: linear_params(g, 2 * dim, dim, scale), 4: norm_params(g, dim)}
     return {f"linear.{i}.{k}": v for i, d in parts.items() for k, v in d.items()}
 
 
