@@ -23,12 +23,16 @@ import torch
 
 @dataclass
 class WeightPatch:
-    """new weight = weight + strength · delta (delta broadcast to the weight's shape), or `fn(weight)` when given."""
+    """new weight = weight + strength · delta (delta broadcast to the weight's shape), or `fn(weight)` when given
+    (fn gets the weight in float32), or `value` as it is (a weight computed in an earlier job and kept)."""
     target: str                             # "unet.down_blocks.0....to_q.weight", "text_encoder.….weight"
     delta: torch.Tensor | None = None
     strength: float = 1.0
     fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     source: str = ""                        # which network asked for it (for messages)
+    value: torch.Tensor | None = None
+    # called with the new weight in the parameter's dtype once it is computed (so a network can keep it)
+    on_result: Callable[[torch.Tensor], None] | None = None
 
 
 @dataclass
@@ -103,12 +107,18 @@ def _weights(model, patches: list[WeightPatch]):
                 tensor = _parameter(model, patch.target)
                 if id(tensor) not in originals:
                     originals[id(tensor)] = (tensor, tensor.detach().clone())
+                if patch.value is not None:
+                    tensor.copy_(patch.value)
+                    continue
                 if patch.fn is not None:
                     new = patch.fn(tensor.detach().float())
                 else:
                     new = tensor.detach().float() + patch.strength * patch.delta.to(tensor.device, torch.float32)\
                         .reshape(tensor.shape)
-                tensor.copy_(new.to(tensor.dtype))
+                new = new.to(tensor.dtype)
+                tensor.copy_(new)
+                if patch.on_result is not None:
+                    patch.on_result(new if new.data_ptr() != tensor.data_ptr() else new.clone())
         yield
     finally:
         with torch.no_grad():

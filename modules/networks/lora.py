@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from modules.engine.extra_networks import ExtraNetwork, ExtraNetworkParams, not_found
+from modules.engine.patches import WeightPatch
 from modules.models.safe_load import ModelFileError, load_state_dict
 from modules.networks import lora_keys, lora_math
 from modules.networks.network_files import NetworkCatalog, NetworkOnDisk, base_family, read_safetensors_metadata
@@ -67,6 +68,7 @@ class BoundNetwork:
     file: LoraFile
     modules: dict[lora_keys.Target, lora_math.NetworkModule]
     unmatched: list[str]
+    bias_targets: set = field(default_factory=set)      # modules whose bias the file changes (diff_b, b_norm)
 
 
 def file_version(filename: str) -> tuple:
@@ -107,7 +109,7 @@ def bind(name: str, lora: LoraFile, model) -> BoundNetwork:
         raise NetworkError(f"Lora {name} is for {FAMILY_LABELS[file_family]}; the loaded checkpoint {stem} is "
                            f"{model.spec.label}, so it was not applied")
     index = lora_keys.index_for(model)
-    modules, unmatched, misfits = {}, [], []
+    modules, unmatched, misfits, bias_targets = {}, [], [], set()
     for key, tensors in lora.groups.items():
         target = index.lookup(key)
         if target is None:
@@ -126,6 +128,8 @@ def bind(name: str, lora: LoraFile, model) -> BoundNetwork:
             misfits.append(f"{key}: file {_shapes(tensors)} vs model {list(weight.shape)}")
             continue
         modules[target] = module
+        if "diff_b" in tensors or "b_norm" in tensors:
+            bias_targets.add(target)
     if (misfits or unmatched) and (2 * (len(misfits) + len(unmatched)) > len(lora.groups) or not modules):
         raise NetworkError(f"Lora {name} does not fit the loaded checkpoint {stem} ({model.spec.label}): "
                            f"{len(misfits) + len(unmatched)} of its {len(lora.groups)} modules are missing or differ "
@@ -136,7 +140,7 @@ def bind(name: str, lora: LoraFile, model) -> BoundNetwork:
     if unmatched or misfits:
         log.warning("Lora %s: %d of its modules did not match the checkpoint (%s)", name,
                     len(unmatched) + len(misfits), ", ".join((unmatched + misfits)[:5]))
-    return BoundNetwork(name, lora, modules, unmatched + misfits)
+    return BoundNetwork(name, lora, modules, unmatched + misfits, bias_targets)
 
 
 def _shapes(tensors: dict) -> str:
@@ -208,6 +212,7 @@ class LoraNetworks:
         self._files: OrderedDict[str, LoraFile] = OrderedDict()
         self._bound: dict[tuple, BoundNetwork] = {}
         self.loaded: list[tuple[NetworkOnDisk, Request]] = []
+        self._merged: tuple[tuple | None, dict[str, torch.Tensor]] = (None, {})   # (networks, param → weight)
         self._lock = threading.Lock()
 
     def file(self, entry: NetworkOnDisk) -> LoraFile:
@@ -230,6 +235,10 @@ class LoraNetworks:
             found = bind(entry.name, lora if not dyn else _dyn_file(lora, dyn), model)
             self._bound[key] = found
         return found
+
+    def forget_merged(self) -> None:
+        """Drops the kept merged weights (a new checkpoint was loaded)."""
+        self._merged = (None, {})
 
     def trim(self, keep: list[str]) -> None:
         """Forget parsed files beyond the last job's and `memory_limit()` more (the most recently used kept)."""
@@ -259,18 +268,36 @@ class LoraNetworks:
         if missing:
             not_found(p, missing)
         by_target: dict[lora_keys.Target, list] = {}
+        bias_targets = set()
         for entry, req, network in applied:
             for target, module in network.modules.items():
                 m = req.te if target.is_text_encoder else req.unet
                 if m != 0:
                     by_target.setdefault(target, []).append((module, m))
+                    if target in network.bias_targets:
+                        bias_targets.add(target)
             for word, vectors in network.file.embeddings.items():
                 p.patches.embeddings.setdefault(word, vectors)
+        signature = (id(p.sd_model.unet),) + tuple((e.filename, n.file.version, r.te, r.unet, r.dyn)
+                                                   for e, r, n in applied)
+        # the merged weights of the last set are kept: the same LoRAs in the next job cost a copy, not the math
+        # (only when nothing else patches weights in this job, which could change what the merge starts from)
+        merged = self._merged[1] if self._merged[0] == signature and not p.patches.weights else None
+        if merged is None:
+            self._merged = (signature if not p.patches.weights else None, {})
+        keep = self._merged[1] if self._merged[0] is not None else None
+        index = lora_keys.index_for(p.sd_model)
         for target, parts in by_target.items():
-            p.patches.add_weight(target.parameter("weight"), fn=_weight_fn(parts), source="lora")
-            module = lora_keys.index_for(p.sd_model).modules[target]
-            if getattr(module, "bias", None) is not None:
-                p.patches.add_weight(target.parameter("bias"), fn=_bias_fn(parts), source="lora")
+            names = ["weight"] + (["bias"] if target in bias_targets and
+                                  getattr(index.modules[target], "bias", None) is not None else [])
+            for name in names:
+                param = target.parameter(name)
+                if merged is not None and param in merged:
+                    p.patches.weights.append(WeightPatch(param, value=merged[param], source="lora"))
+                else:
+                    fn = _weight_fn(parts) if name == "weight" else _bias_fn(parts)
+                    store = (lambda t, k=param: keep.__setitem__(k, t)) if keep is not None else None
+                    p.patches.weights.append(WeightPatch(param, fn=fn, source="lora", on_result=store))
         self.loaded = [(e, r) for e, r, _ in applied]
         self.trim([e.filename for e, _, _ in applied])
         return applied

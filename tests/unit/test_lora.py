@@ -294,3 +294,21 @@ def test_a_lycoris_file_with_several_kinds_patches_each_module_by_its_own_math(s
     torch.testing.assert_close(got[norm], W[norm] + 0.5 * w_norm, **close)
     torch.testing.assert_close(got_b[norm], B[norm] + 0.5 * b_norm, **close)
     assert all(torch.equal(parameter(sd1, "unet", path).detach().float(), W[path]) for path in W)
+
+
+def test_the_same_loras_in_the_next_job_reuse_the_merged_weights(sd1, tmp_path):
+    """The second job with the same set copies the kept weights in (no math): same values, weights restored."""
+    write_lora(tmp_path / "a.safetensors", sd1, seed=1)
+    write_lora(tmp_path / "b.safetensors", sd1, seed=2)
+    handler = handler_for(tmp_path)
+    target = ("unet", "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k")
+    original = parameter(sd1, *target).detach().clone()
+    p1, first = patched_values(sd1, handler, [params("a", 1), params("b", 0.5)], [target])
+    assert all(w.fn is not None for w in p1.patches.weights)
+    p2, second = patched_values(sd1, handler, [params("a", 1), params("b", 0.5)], [target])
+    assert all(w.value is not None for w in p2.patches.weights)
+    assert torch.equal(first[target], second[target]) and not torch.equal(first[target], original.float())
+    assert torch.equal(parameter(sd1, *target), original)
+    p3, third = patched_values(sd1, handler, [params("a", 1), params("b", 0.6)], [target])   # another weight
+    assert all(w.fn is not None for w in p3.patches.weights)
+    assert not torch.equal(third[target], second[target])
