@@ -10,6 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
+from modules.paths import DEMO_EMBEDDINGS_DIR, DEMO_LORA_DIR
 from tests.support.api import decode, txt2img
 
 
@@ -27,12 +28,18 @@ def get(server, path):
 def test_list_routes_have_a1111_shapes(server):
     assert get(server, "face-restorers") == [] and get(server, "realesrgan-models") == []
     assert get(server, "hypernetworks") == []
-    # the built-in ControlNet is the one extension and script of a fresh install (A1111 lists its built-ins too)
-    assert [(e["name"], e["enabled"]) for e in get(server, "extensions")] == [("controlnet", True)]
+    # the built-in Lora and ControlNet are the extensions of a fresh install (A1111 lists its built-ins too);
+    # ControlNet is its one script (Lora registers an extra-network kind, not a script)
+    assert [(e["name"], e["enabled"]) for e in get(server, "extensions")] == [("Lora", True), ("controlnet", True)]
     assert get(server, "scripts") == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
     assert {(i["name"], i["is_alwayson"]) for i in get(server, "script-info")} == {("controlnet", True)}
-    assert get(server, "embeddings") == {"loaded": {}, "skipped": {}}
-    assert get(server, "loras") == []
+    embeddings = get(server, "embeddings")   # only the bundled demo embedding
+    assert set(embeddings) == {"loaded", "skipped"}
+    assert set(embeddings["loaded"]) | set(embeddings["skipped"]) == {f.stem for f in DEMO_EMBEDDINGS_DIR.glob("*")
+                                                                       if f.suffix in (".safetensors", ".pt")}
+    # only the bundled demo LoRA, found with any --data-dir
+    loras = sorted(i["name"] for i in get(server, "loras"))
+    assert loras == sorted(f.stem for f in DEMO_LORA_DIR.glob("*.safetensors"))
     assert {u["name"] for u in get(server, "upscalers")} == {"None", "Lanczos", "Nearest"}
     assert all(set(u) == {"name", "model_name", "model_path", "model_url", "scale"} for u in get(server, "upscalers"))
     assert "Latent (nearest-exact)" in [m["name"] for m in get(server, "latent-upscale-modes")]
