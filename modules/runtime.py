@@ -57,7 +57,8 @@ class Runtime:
         self.embeddings = textual_inversion.EmbeddingDatabase([paths_mod.DEMO_EMBEDDINGS_DIR, self.paths.embeddings])
         self.models.on_loaded.append(self.embeddings.set_model)
         self.hypernetworks = NetworkCatalog(lambda: [self.paths.hypernetworks], (".pt",), kind="hypernet")
-        self.extra_networks.register(hypernetwork.HypernetworkHandler(self.hypernetworks))
+        self.extra_networks.register(hypernetwork.HypernetworkHandler(
+            self.hypernetworks, lambda key, default=None: self.options.data.get(key, default)))
         self.styles = StyleDatabase(self.paths.styles_file)
         # localizations/*.json and extensions/*/localizations/*.json; Settings → Localization offers their names
         self.localizations = Localizations(

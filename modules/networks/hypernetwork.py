@@ -23,6 +23,7 @@ import torch
 from modules.engine import extra_networks
 from modules.engine.params import ParamError
 from modules.models import safe_load
+from modules.networks import network_files
 
 log = logging.getLogger("sd.hypernetworks")
 
@@ -197,8 +198,9 @@ class HypernetworkHandler(extra_networks.ExtraNetwork):
     reported in the job's comments and skipped."""
     name = "hypernet"
 
-    def __init__(self, catalog):
+    def __init__(self, catalog, option=lambda _key, default=None: default):
         self.catalog = catalog
+        self.option = option      # setting reader: "Add hypernetwork to prompt" (sd_hypernetwork)
         # the networks of the last activation (A1111 keeps the ones the prompt still names), by file, mtime, device
         self._loaded: dict[tuple[str, float, str], Hypernetwork] = {}
         self._lock = threading.Lock()
@@ -213,6 +215,8 @@ class HypernetworkHandler(extra_networks.ExtraNetwork):
         return net
 
     def activate(self, p, entries: list[extra_networks.ExtraNetworkParams]) -> None:
+        entries = network_files.add_from_setting(p, entries, "hypernet", self.option("sd_hypernetwork", "None"),
+                                   self.option("extra_networks_default_multiplier", 1.0), self.catalog)
         missing, used = [], {}
         unet = p.sd_model.unet
         for entry in entries:
@@ -241,4 +245,5 @@ class HypernetworkHandler(extra_networks.ExtraNetwork):
             self._loaded = used
         if missing:
             extra_networks.not_found(p, missing)
+
 

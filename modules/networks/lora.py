@@ -21,7 +21,8 @@ from modules.engine.extra_networks import ExtraNetwork, ExtraNetworkParams, not_
 from modules.engine.patches import WeightPatch
 from modules.models.safe_load import ModelFileError, load_state_dict
 from modules.networks import lora_keys, lora_math
-from modules.networks.network_files import NetworkCatalog, NetworkOnDisk, base_family, read_safetensors_metadata
+from modules.networks.network_files import (NetworkCatalog, NetworkOnDisk, add_from_setting, base_family,
+                                             read_safetensors_metadata)
 
 log = logging.getLogger("sd.lora")
 
@@ -342,10 +343,8 @@ class LoraExtraNetwork(ExtraNetwork):
         self.applied: list[tuple[NetworkOnDisk, Request, BoundNetwork]] = []
 
     def activate(self, p, entries: list[ExtraNetworkParams]) -> None:
-        entries = list(entries)
-        always = self.option("sd_lora", "None")
-        if always and always != "None" and not any(e.positional[:1] == [always] for e in entries):
-            entries.append(ExtraNetworkParams([always, str(self.option("extra_networks_default_multiplier", 1.0))]))
+        entries = add_from_setting(p, list(entries), "lora", self.option("sd_lora", "None"),
+                                   self.option("extra_networks_default_multiplier", 1.0), self.networks.catalog)
         requests = []
         for entry in entries:
             try:

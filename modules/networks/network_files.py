@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from modules import file_lists, hashes
+from modules.engine.extra_networks import ExtraNetworkParams
 
 NETWORK_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
 PREVIEW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
@@ -237,3 +238,16 @@ class NetworkCatalog:
                 continue
             return str(rel.parent) if str(rel.parent) != "." else ""
         return ""
+
+
+def add_from_setting(p, entries: list, kind: str, name, multiplier, catalog) -> list:
+    """A1111's "Add network to prompt" settings (sd_lora, sd_hypernetwork): the network joins every batch that
+    does not name it, and its token is appended to the prompts so that the infotext shows it."""
+    if not name or name == "None" or any(e.positional[:1] == [name] for e in entries):
+        return entries
+    if catalog.find(name) is None:
+        return entries
+    token = f"<{kind}:{name}:{multiplier}>"
+    if getattr(p, "all_prompts", None):
+        p.all_prompts = [f"{prompt}{token}" for prompt in p.all_prompts]
+    return [*entries, ExtraNetworkParams([name, str(multiplier)])]

@@ -312,3 +312,13 @@ def test_the_same_loras_in_the_next_job_reuse_the_merged_weights(sd1, tmp_path):
     p3, third = patched_values(sd1, handler, [params("a", 1), params("b", 0.6)], [target])   # another weight
     assert all(w.fn is not None for w in p3.patches.weights)
     assert not torch.equal(third[target], second[target])
+
+
+def test_add_network_to_prompt_writes_its_token_into_the_prompts(sd1, tmp_path):
+    write_lora(tmp_path / "always.safetensors", sd1)
+
+    def with_setting(p):
+        p.extra_networks.register(handler_for(tmp_path, sd_lora="always", extra_networks_default_multiplier=0.6))
+    out = run(sd1, steps=2, prompt="a red circle", setup=with_setting)
+    assert out.infotexts[0].splitlines()[0] == "a red circle<lora:always:0.6>"
+    assert "Lora hashes" in out.infotexts[0]
