@@ -76,8 +76,10 @@ def test_patched_weights_equal_the_files_math(sd1, tmp_path, layout, names):
         assert torch.equal(parameter(sd1, *t).detach().float(), originals[t])
 
 
-def test_sdxl_kohya_file_with_ldm_names_and_two_text_encoders(sdxl, tmp_path):
-    factors = write_lora(tmp_path / "xl.safetensors", sdxl, unet_names="ldm",
+@pytest.mark.parametrize("layout", ["kohya", "peft"])
+def test_sdxl_file_with_two_text_encoders(sdxl, tmp_path, layout):
+    """kohya with LDM UNet names and lora_te1_/lora_te2_, or diffusers/PEFT with text_encoder_2."""
+    factors = write_lora(tmp_path / "xl.safetensors", sdxl, unet_names="ldm", layout=layout,
                          metadata={"ss_base_model_version": "sdxl_base_v1-0"})
     comps = {f.component for f in factors}
     assert comps == {"unet", "text_encoder", "text_encoder_2"}
@@ -322,3 +324,19 @@ def test_add_network_to_prompt_writes_its_token_into_the_prompts(sd1, tmp_path):
     out = run(sd1, steps=2, prompt="a red circle", setup=with_setting)
     assert out.infotexts[0].splitlines()[0] == "a red circle<lora:always:0.6>"
     assert "Lora hashes" in out.infotexts[0]
+
+
+def test_sd2_kohya_file(tmp_path_factory, tmp_path):
+    sd2 = load_tiny(tmp_path_factory.mktemp("sd2"), "sd2")
+    factors = write_lora(tmp_path / "v2.safetensors", sd2, metadata={"ss_v2": "True"})
+    targets = [(f.component, f.path) for f in factors]
+    originals = {t: parameter(sd2, *t).detach().float().clone() for t in targets}
+    p, values = patched_values(sd2, handler_for(tmp_path), [params("v2", 1)], targets)
+    assert not p.comments and len(p.patches.weights) == len(factors)
+    for f in factors:
+        o = originals[(f.component, f.path)]
+        torch.testing.assert_close(values[(f.component, f.path)], o + f.delta(o.shape), atol=1e-5, rtol=1e-5)
+    p = P(sd2)
+    write_lora(tmp_path / "v1.safetensors", sd2, metadata={"ss_base_model_version": "sd_v1"})
+    handler_for(tmp_path).activate(p, [params("v1", 1)])
+    assert any("SD1.x" in c and "SD2.x" in c for c in p.comments)
