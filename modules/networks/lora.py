@@ -352,6 +352,9 @@ class LoraExtraNetwork(ExtraNetwork):
             except NetworkError as exc:
                 p.comment(str(exc))
         self.applied = self.networks.patches(p, requests) if requests else []
+        missing = [r.name for r in requests if r.name in (getattr(p, "networks_not_found", None) or [])]
+        if missing and self.option("lora_not_found_warning_console", False):
+            log.warning("Networks not found: %s", ", ".join(missing))
         if self.applied and self.option("lora_add_hashes_to_infotext", True):
             pairs = []
             for entry, req, _network in self.applied:
