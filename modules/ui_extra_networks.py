@@ -16,7 +16,6 @@ import json
 import os
 import threading
 import urllib.parse
-from pathlib import Path
 
 from modules import shared
 from modules.file_lists import natural_sort_key
@@ -114,7 +113,8 @@ class DirListing:
     def __init__(self):
         self._dirs: dict[str, dict[str, os.DirEntry]] = {}
 
-    def _entries(self, folder: str) -> dict:
+    def entries(self, folder: str) -> dict:
+        """The folder's files by lower-cased name."""
         if folder not in self._dirs:
             try:
                 with os.scandir(folder or ".") as it:
@@ -125,7 +125,7 @@ class DirListing:
 
     def find(self, path: str) -> os.DirEntry | None:
         folder, name = os.path.split(path)
-        entry = self._entries(folder).get(name.lower())
+        entry = self.entries(folder).get(name.lower())
         return entry if entry is not None and entry.name == name else None
 
     def exists(self, path: str) -> bool:
@@ -160,6 +160,7 @@ class ExtraNetworksPage:
         self.items: dict = {}
         self.lister = DirListing()
         self.lock = threading.RLock()
+        self._snapshot: dict | None = None   # settings and folders, read once per pane build (2,000 cards ask)
 
     # --- what subclasses give ---------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -175,8 +176,19 @@ class ExtraNetworksPage:
         return []
 
     # --- helpers items are built with -------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """The settings and folders cards are built with: read once while a pane is built, fresh otherwise."""
+        if self._snapshot is not None:
+            return self._snapshot
+        dirs = [os.path.abspath(str(d)) for d in self.allowed_directories_for_previews() if d]
+        keys = ("extra_networks_card_height", "extra_networks_card_width", "extra_networks_card_text_scale",
+                "extra_networks_card_show_desc", "extra_networks_card_description_is_html", "samples_format")
+        return {"dirs": dirs, "preview_extensions": allowed_preview_extensions(), **{k: setting(k) for k in keys}}
+
     def read_user_metadata(self, item: dict, use_cache: bool = True) -> None:
-        metadata = get_user_metadata(item.get("filename"))
+        filename = item.get("filename")
+        known = not use_cache or not filename or self.lister.exists(os.path.splitext(filename)[0] + ".json")
+        metadata = get_user_metadata(filename) if known else {}
         if metadata.get("description") is not None:
             item["description"] = metadata["description"]
         item["user_metadata"] = metadata
@@ -189,7 +201,7 @@ class ExtraNetworksPage:
     def search_terms_from_path(self, filename, possible_directories=None) -> str:
         """The file's path from its folder's parent ("Lora/styles/ink.safetensors"), which search matches."""
         abspath = os.path.abspath(filename)
-        dirs = possible_directories if possible_directories is not None else self.allowed_directories_for_previews()
+        dirs = possible_directories if possible_directories is not None else self.snapshot()["dirs"]
         for parentdir in dirs:
             parent = os.path.dirname(os.path.abspath(parentdir))
             if abspath.startswith(parent):
@@ -197,17 +209,20 @@ class ExtraNetworksPage:
         return ""
 
     def get_sort_keys(self, path) -> dict:
-        mtime, ctime = self.lister.mctime(str(path))
-        pth = Path(path)
-        return {"date_created": int(ctime), "date_modified": int(mtime), "name": pth.name.lower(),
-                "path": str(pth).lower()}
+        path = str(path)
+        mtime, ctime = self.lister.mctime(path)
+        return {"date_created": int(ctime), "date_modified": int(mtime), "name": os.path.basename(path).lower(),
+                "path": path.lower()}
 
     def find_preview(self, path: str) -> str | None:
         """`path.png`, `path.preview.png` (and the other image types) beside the file, as a thumb link."""
-        for ext in allowed_preview_extensions():
-            for candidate in (f"{path}.{ext}", f"{path}.preview.{ext}"):
-                if self.lister.exists(candidate):
-                    return self.link_preview(candidate)
+        folder, base = os.path.split(path)
+        entries = self.lister.entries(folder)   # one listing answers every candidate name
+        for ext in self.snapshot()["preview_extensions"]:
+            for candidate in (f"{base}.{ext}", f"{base}.preview.{ext}"):
+                entry = entries.get(candidate.lower())
+                if entry is not None and entry.name == candidate:
+                    return self.link_preview(os.path.join(folder, candidate))
         return None
 
     def find_description(self, path: str) -> str | None:
@@ -225,11 +240,14 @@ class ExtraNetworksPage:
 
     # --- HTML -------------------------------------------------------------------------------------------------
     def create_item_html(self, tabname: str, item: dict, template=None) -> str:
-        """One card (A1111's classes: .card, .preview, .button-row, .actions > .name, .description)."""
-        style = "".join([f"height: {setting('extra_networks_card_height')}px;" if setting("extra_networks_card_height")
-                         else "", f"width: {setting('extra_networks_card_width')}px;"
-                         if setting("extra_networks_card_width") else "",
-                         f"font-size: {float(setting('extra_networks_card_text_scale') or 1) * 100:g}%;"])
+        """One card (A1111's classes: .card, .preview, .button-row, .actions > .name, .description). Its buttons
+        carry no handlers of their own: the page script handles their clicks (less markup per card)."""
+        snap = self.snapshot()
+        style = "".join([f"height: {snap['extra_networks_card_height']}px;" if snap["extra_networks_card_height"]
+                         else "", f"width: {snap['extra_networks_card_width']}px;"
+                         if snap["extra_networks_card_width"] else ""])
+        scale = float(snap["extra_networks_card_text_scale"] or 1)
+        style += f"font-size: {scale * 100:g}%;" if scale != 1 else ""
         preview = item.get("preview")
         image = (f'<img src="{html.escape(preview)}" class="preview" loading="lazy" alt="">' if preview
                  else '<div class="no-preview">no preview</div>')
@@ -238,37 +256,32 @@ class ExtraNetworksPage:
             onclick = html.escape(f"cardClicked({quote_js(tabname)}, {item.get('prompt') or quote_js('')}, "
                                   f"{item.get('negative_prompt') or quote_js('')}, "
                                   f"{str(self.allow_negative_prompt).lower()})")
-        page_js = html.escape(quote_js(self.extra_networks_tabname))
-        tab_js = html.escape(quote_js(tabname))
-        buttons = [f'<div class="copy-path-button card-button" title="Copy path to clipboard" '
-                   f'onclick="extraNetworksCopyPath(event)" data-clipboard-text="{html.escape(item["filename"])}">'
-                   f'</div>']
+        buttons = (f'<div class="copy-path-button card-button" title="Copy path to clipboard" '
+                   f'data-clipboard-text="{html.escape(item["filename"])}"></div>')
         if item.get("metadata"):
-            buttons.append(f'<div class="metadata-button card-button" title="Show internal metadata" '
-                           f'onclick="extraNetworksRequestMetadata(event, {page_js})"></div>')
-        buttons.append(f'<div class="edit-button card-button" title="Edit metadata" '
-                       f'onclick="extraNetworksEditUserMetadata(event, {tab_js}, {page_js})"></div>')
+            buttons += '<div class="metadata-button card-button" title="Show internal metadata"></div>'
+        buttons += '<div class="edit-button card-button" title="Edit metadata"></div>'
         sort_keys = " ".join(f'data-sort-{k}="{html.escape(str(v))}"' for k, v in item.get("sort_keys", {}).items())
         terms = item.get("search_terms")
         if terms is None:
             terms = [item.get("search_term", "")]
         search_html = "".join(f"<span class='hidden search_terms'>{html.escape(str(t))}</span>" for t in terms if t)
-        description = item.get("description") or "" if setting("extra_networks_card_show_desc") else ""
-        if not setting("extra_networks_card_description_is_html"):
+        description = item.get("description") or "" if snap["extra_networks_card_show_desc"] else ""
+        if not snap["extra_networks_card_description_is_html"]:
             description = html.escape(description)
         classes = "card" + (" card-skipped" if item.get("skipped") else "")
         badge = f"<span class='card-badge'>{html.escape(str(item['skipped']))}</span>" if item.get("skipped") else ""
-        return (f'<div class="{classes}" style="{style}" onclick="{onclick}" data-name="{html.escape(item["name"])}" '
+        style_attr = f' style="{style}"' if style else ""
+        return (f'<div class="{classes}"{style_attr} onclick="{onclick}" data-name="{html.escape(item["name"])}" '
                 f'data-path="{html.escape(item.get("local_path", ""))}" {sort_keys}>{image}'
-                f'<div class="button-row">{"".join(buttons)}</div>'
+                f'<div class="button-row">{buttons}</div>'
                 f'<div class="actions"><div class="additional">{search_html}</div>{badge}'
                 f'<span class="name">{html.escape(item["name"])}</span>'
                 f'<span class="description">{description}</span></div></div>')
 
     def _local_path(self, filename: str) -> str:
         """The file's folder below its root ("styles/ink"), '' at the top; the folder list filters on it."""
-        for root in self.allowed_directories_for_previews():
-            root = os.path.abspath(root)
+        for root in self.snapshot()["dirs"]:
             if filename and os.path.abspath(filename).startswith(root + os.sep):
                 return os.path.dirname(os.path.relpath(os.path.abspath(filename), root)).replace(os.sep, "/")
         return ""
@@ -301,17 +314,40 @@ class ExtraNetworksPage:
         """The whole pane: search, sort, direction, folder view toggle, refresh, folders and cards."""
         with self.lock:
             self.lister.reset()
-            self.metadata = {}
-            items = [] if empty else list(self.list_items())
-            self.items = {x["name"]: x for x in items}
-            for item in self.items.values():
-                if item.get("metadata"):
-                    self.metadata[item["name"]] = item["metadata"]
-                if "user_metadata" not in item:
-                    self.read_user_metadata(item)
-                item.setdefault("local_path", self._local_path(item.get("filename", "")))
-            return self._pane(tabname, self.create_card_view_html(tabname, none_message="Loading..." if empty
-                                                                   else None), self.create_dirs_view_html(tabname))
+            self._snapshot = None
+            self._snapshot = self.snapshot()
+            try:
+                return self._create_html(tabname, empty)
+            finally:
+                self._snapshot = None
+
+    def _create_html(self, tabname: str, empty: bool) -> str:
+        self.metadata = {}
+        items = [] if empty else list(self.list_items())
+        self.items = {x["name"]: x for x in self._in_setting_order(items)}
+        for item in self.items.values():
+            if item.get("metadata"):
+                self.metadata[item["name"]] = item["metadata"]
+            if "user_metadata" not in item:
+                self.read_user_metadata(item)
+            item.setdefault("local_path", self._local_path(item.get("filename", "")))
+        return self._pane(tabname, self.create_card_view_html(tabname, none_message="Loading..." if empty
+                                                               else None), self.create_dirs_view_html(tabname))
+
+    @staticmethod
+    def _sort_setting() -> tuple[str, bool]:
+        field = SORT_FIELDS.get(setting("extra_networks_card_order_field"), "path")
+        return field, setting("extra_networks_card_order") == "Descending"
+
+    def _in_setting_order(self, items: list) -> list:
+        """The items in the order the settings ask for, so the page shows them without moving 2,000 nodes; the
+        page re-sorts (in its own collation) only when the user picks another order."""
+        field, descending = self._sort_setting()
+
+        def key(item):
+            value = item.get("sort_keys", {}).get(field)
+            return (0, value, "") if isinstance(value, (int, float)) else (1, 0, natural_sort_key(str(value or "")))
+        return sorted(items, key=key, reverse=descending)
 
     def _pane(self, tabname: str, cards: str, dirs: str) -> str:
         ident = f"{tabname}_{self.extra_networks_tabname}"
@@ -331,4 +367,5 @@ class ExtraNetworksPage:
                 f"<button class='extra-network-refresh' id='{ident}_extra_refresh' title='Refresh'>🔄</button>"
                 f"</div><div class='extra-network-body'>"
                 f"<div class='extra-network-dirs' id='{ident}_dirs'{'' if tree and dirs else ' hidden'}>{dirs}</div>"
-                f"<div class='extra-network-cards' id='{ident}_cards'>{cards}</div></div>")
+                f"<div class='extra-network-cards' id='{ident}_cards' data-sorted='{'|'.join(map(str, self._sort_setting()))}'>"
+                f"{cards}</div></div>")

@@ -5,8 +5,19 @@ from __future__ import annotations
 
 import os
 
-from modules import shared, ui_extra_networks
+from modules import hashes, shared, ui_extra_networks
 from modules.ui_extra_networks import quote_js
+
+
+def known_hash(embedding) -> str:
+    """The file's sha256 if it was computed already (or is in the hash cache): an Embedding hashes its file on the
+    first read of `.hash`, and a pane of a thousand cards must not hash a thousand files."""
+    if isinstance(getattr(type(embedding), "hash", None), property):
+        cached = getattr(embedding, "_hash", None)
+        if cached is None and embedding.filename:
+            cached = hashes.sha256_from_cache(embedding.filename, f"textual_inversion/{embedding.name}")
+        return cached or ""
+    return getattr(embedding, "hash", None) or ""
 
 
 class ExtraNetworksPageTextualInversion(ui_extra_networks.ExtraNetworksPage):
@@ -40,13 +51,12 @@ class ExtraNetworksPageTextualInversion(ui_extra_networks.ExtraNetworksPage):
         if embedding is None or not getattr(embedding, "filename", None):
             return None
         path = os.path.splitext(embedding.filename)[0]
-        search_terms = [self.search_terms_from_path(embedding.filename)]
-        if getattr(embedding, "hash", None):
-            search_terms.append(embedding.hash)
+        sha256 = known_hash(embedding)
+        search_terms = [self.search_terms_from_path(embedding.filename)] + ([sha256] if sha256 else [])
         item = {
             "name": name,
             "filename": embedding.filename,
-            "shorthash": getattr(embedding, "shorthash", None),
+            "shorthash": sha256[:12] or None,
             "preview": self.find_preview(path),
             "description": self.find_description(path),
             "search_terms": search_terms,
@@ -56,13 +66,17 @@ class ExtraNetworksPageTextualInversion(ui_extra_networks.ExtraNetworksPage):
         }
         if skipped:
             shape = getattr(embedding, "shape", None)
-            item["skipped"] = f"skipped: width {shape} does not fit the model" if shape else "skipped"
+            expected = getattr(self.embeddings, "expected_shape", -1)
+            item["skipped"] = (f"skipped: width {shape}, the model takes {expected}" if shape and expected > 0
+                               else "skipped: does not fit the model")
         return item
 
     def list_items(self):
         db = self.embeddings
         if db is None:
             return
+        if hasattr(db, "load_textual_inversion_embeddings"):
+            db.load_textual_inversion_embeddings()   # a few stat calls unless a folder changed
         names = list(db.word_embeddings) + [n for n in getattr(db, "skipped_embeddings", {})
                                             if n not in db.word_embeddings]
         for index, name in enumerate(names):

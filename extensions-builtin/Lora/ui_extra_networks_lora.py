@@ -42,17 +42,26 @@ class ExtraNetworksPageLora(ui_extra_networks.ExtraNetworksPage):
     def __init__(self, catalog):
         super().__init__("Lora")
         self.catalog = catalog   # a modules.networks.network_files.NetworkCatalog
+        self._listing: dict | None = None
 
     def refresh(self) -> None:
         self.catalog.refresh()
+
+    def _settings(self) -> dict:
+        """What every card reads, once per pane (a folder of 2,000 LoRAs asks 2,000 times)."""
+        if self._listing is not None:
+            return self._listing
+        keys = ("lora_preferred_name", "samples_format", "lora_show_all", "lora_hide_unknown_for_versions")
+        return {"family": _loaded_family(), **{k: ui_extra_networks.setting(k) for k in keys}}
 
     def create_item(self, name, index=None, enable_filter=True):
         self.catalog.ensure()
         lora = self.catalog.available.get(name)
         if lora is None:
             return None
+        conf = self._settings()
         path = os.path.splitext(lora.filename)[0]
-        alias = lora.get_alias(ui_extra_networks.setting("lora_preferred_name"))
+        alias = lora.get_alias(conf["lora_preferred_name"])
         search_terms = [self.search_terms_from_path(lora.filename)] + ([lora.hash] if lora.hash else [])
         if alias != name:
             search_terms.append(alias)
@@ -63,7 +72,7 @@ class ExtraNetworksPageLora(ui_extra_networks.ExtraNetworksPage):
             "preview": self.find_preview(path),
             "description": self.find_description(path),
             "search_terms": search_terms,
-            "local_preview": f"{path}.{ui_extra_networks.setting('samples_format')}",
+            "local_preview": f"{path}.{conf['samples_format']}",
             "metadata": lora.metadata,
             "sort_keys": {"default": index, **self.get_sort_keys(lora.filename)},
             "sd_version": SD_VERSIONS.get(lora.sd_version or "", "Unknown"),
@@ -79,24 +88,29 @@ class ExtraNetworksPageLora(ui_extra_networks.ExtraNetworksPage):
         item["negative_prompt"] = quote_js(f"({negative}:1)" if negative else "")
         if user.get("sd version") in SD_VERSION_CHOICES:
             item["sd_version"] = user["sd version"]
-        if enable_filter and not self._shown(item["sd_version"]):
+        if enable_filter and not self._shown(item["sd_version"], conf):
             return None
         return item
 
-    def _shown(self, version: str) -> bool:
-        family = _loaded_family()
-        if family is None or ui_extra_networks.setting("lora_show_all"):
+    @staticmethod
+    def _shown(version: str, conf: dict) -> bool:
+        family = conf["family"]
+        if family is None or conf["lora_show_all"]:
             return True
         if version == "Unknown":
-            return family not in (ui_extra_networks.setting("lora_hide_unknown_for_versions") or [])
+            return family not in (conf["lora_hide_unknown_for_versions"] or [])
         return version == family
 
     def list_items(self):
         self.catalog.ensure()
-        for index, name in enumerate(list(self.catalog.available)):   # a copy: a refresh may run meanwhile
-            item = self.create_item(name, index)
-            if item is not None:
-                yield item
+        self._listing = self._settings()
+        try:
+            for index, name in enumerate(list(self.catalog.available)):   # a copy: a refresh may run meanwhile
+                item = self.create_item(name, index)
+                if item is not None:
+                    yield item
+        finally:
+            self._listing = None
 
     def allowed_directories_for_previews(self) -> list:
         return [str(folder) for folder in self.catalog.folders()]

@@ -80,6 +80,7 @@ def single_card(page_name: str, tabname: str, name: str) -> str:
     """One card built again from its file (after its metadata was edited; A1111's get-single-card)."""
     page = page_or_404(page_name)
     with page.lock:
+        page.lister.reset()   # the file's name.json and preview may be new since the pane was built
         item = page.create_item(name, enable_filter=False)
         if item is None:
             raise RouteError(404, f"name={name!r}: no such item on the {page.title} page")

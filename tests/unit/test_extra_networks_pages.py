@@ -89,7 +89,7 @@ def _items(page) -> dict:
 
 def test_lora_items_token_preview_and_description(lora_page, lora_dir):
     items = _items(lora_page)
-    assert list(items) == ["ink", "flat", "plain"]
+    assert list(items) == ["ink", "plain", "flat"]   # by path (the default sort setting): styles/deep before flat
     ink, flat, plain = items["ink"], items["flat"], items["plain"]
     # the token: alias from the file, preferred weight from ink.json, activation text after, negative as (text:1)
     assert ink["prompt"] == quote_js("<lora:inkwash:") + " + 0.8 + " + quote_js(">") + " + " + quote_js(" ink lines")
@@ -126,6 +126,8 @@ def test_pane_html_cards_are_lazy_and_escaped(lora_page):
     assert "Flat colours &lt;b&gt;bold&lt;/b&gt;" in pane
     # folders: the subfolders holding networks, for the folder filter
     assert re.findall(r"data-path='([^']*)'", pane) == ["", "styles", "styles/deep"]
+    assert re.findall(r'data-name="([^"]*)"', pane) == ["ink", "plain", "flat"]
+    assert "data-sorted='path|False'" in pane
     # controls: search, sort (Path by default, as A1111), direction, folder view, refresh
     for ident in ("img2img_lora_extra_search", "img2img_lora_extra_sort", "img2img_lora_extra_sortdir",
                   "img2img_lora_extra_tree_view", "img2img_lora_extra_refresh", "img2img_lora_cards"):
@@ -205,17 +207,17 @@ def test_metadata_editor_saves_a1111_json_and_the_card_follows(lora_page, lora_d
 
 
 def test_lora_cards_follow_the_loaded_model_family(lora_page, opts, monkeypatch):
-    module_globals = type(lora_page)._shown.__globals__
+    module_globals = type(lora_page)._settings.__globals__
     monkeypatch.setitem(module_globals, "_loaded_family", lambda: "SDXL")   # an SDXL model is loaded
-    assert list(_items(lora_page)) == ["flat", "plain"]   # the SD1 file hidden; unknown ones shown (A1111's default)
+    assert list(_items(lora_page)) == ["plain", "flat"]   # the SD1 file hidden; unknown ones shown (A1111's default)
     opts.data["lora_hide_unknown_for_versions"] = ["SDXL"]
     assert list(_items(lora_page)) == []
     assert lora_page.create_item("ink", enable_filter=False)["name"] == "ink"   # the editor still finds it
     opts.data["lora_show_all"] = True
-    assert list(_items(lora_page)) == ["ink", "flat", "plain"]
+    assert list(_items(lora_page)) == ["ink", "plain", "flat"]
     monkeypatch.setitem(module_globals, "_loaded_family", lambda: "SD1")
     opts.data["lora_show_all"] = False
-    assert list(_items(lora_page)) == ["ink", "flat", "plain"]
+    assert list(_items(lora_page)) == ["ink", "plain", "flat"]
 
 
 def _embedding(name, filename, shape=768, vectors=1):
@@ -231,13 +233,14 @@ def test_textual_inversion_lists_loaded_and_skipped(tmp_path, opts):
     _png(folder / "goodcolor.preview.png")
     db = SimpleNamespace(word_embeddings={"goodcolor": _embedding("goodcolor", folder / "goodcolor.pt")},
                          skipped_embeddings={"widexl": _embedding("widexl", folder / "sub/widexl.safetensors", 1280)},
-                         embedding_dirs={str(folder): None})
+                         embedding_dirs={str(folder): None}, expected_shape=768)
     page = ExtraNetworksPageTextualInversion(db)
     pane = page.create_html("txt2img")
     assert list(page.items) == ["goodcolor", "widexl"]
     assert page.items["goodcolor"]["prompt"] == quote_js("goodcolor")
     assert page.allow_negative_prompt is True
-    assert "skipped" not in page.items["goodcolor"] and "1280" in page.items["widexl"]["skipped"]
+    assert "skipped" not in page.items["goodcolor"]
+    assert page.items["widexl"]["skipped"] == "skipped: width 1280, the model takes 768"
     assert pane.count('class="card card-skipped"') == 1 and "abcdef0123456789" in pane
     assert page.items["goodcolor"]["preview"] is not None and page.items["widexl"]["local_path"] == "sub"
 
@@ -311,3 +314,12 @@ def test_an_extension_page_registers_and_renders(tmp_path, opts, lora_page):
     broken.title, broken.name, broken.extra_networks_tabname = "Broken", "broken", "broken"
     ui_extra_networks.register_page(broken)
     assert "Broken: disk on fire" in extra_networks.pane_html("broken", "txt2img")   # shown in its pane, not a 500
+
+
+def test_cards_come_in_the_order_the_settings_ask(lora_page, opts):
+    opts.data["extra_networks_card_order_field"] = "Name"
+    opts.data["extra_networks_card_order"] = "Descending"
+    pane = lora_page.create_html("txt2img")
+    assert re.findall(r'data-name="([^"]*)"', pane) == ["plain", "ink", "flat"]
+    assert "data-sorted='name|True'" in pane and "<option value='name' selected>Name</option>" in pane
+    assert "data-sortdir='Descending'" in pane

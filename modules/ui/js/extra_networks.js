@@ -142,7 +142,9 @@
                                                   refresh: refresh ? "1" : "0"}), {credentials: "same-origin"});
       const text = await response.text();
       if (!response.ok) throw new Error(text);
+      pane.dataset.fetchMs = String(Math.round(performance.now() - started));
       pane.innerHTML = text;
+      pane.dataset.insertMs = String(Math.round(performance.now() - started));
     } catch (err) {
       pane.innerHTML = "";
       const box = document.createElement("div");
@@ -152,6 +154,7 @@
     }
     if (previous) restoreState(pane, previous);
     applySort(pane);
+    pane.dataset.sortMs = String(Math.round(performance.now() - started));
     applyFilter(pane);
     pane.dataset.state = "loaded";
     pane.dataset.loadMs = String(Math.round(performance.now() - started));
@@ -179,7 +182,8 @@
     for (const card of pane.querySelectorAll(".extra-network-cards > .card")) {
       const path = card.dataset.path || "";
       const inFolder = !folder || path === folder || path.startsWith(folder + "/");
-      card.hidden = !(inFolder && (!term || cardText(card).includes(term)));
+      const hide = !(inFolder && (!term || cardText(card).includes(term)));
+      if (card.hidden !== hide) card.hidden = hide;   // untouched cards cost no style work
     }
     for (const button of pane.querySelectorAll(".extra-network-dir")) {
       button.classList.toggle("selected", (button.dataset.path || "") === folder);
@@ -205,6 +209,8 @@
     if (!box) return;
     const key = pane.querySelector(".extra-network-sort")?.value || "default";
     const sign = pane.querySelector(".extra-network-sortdir")?.dataset.sortdir === "Descending" ? -1 : 1;
+    if (box.dataset.sorted === `${key}|${sign < 0 ? "True" : "False"}`) return;   // the server's order already
+    delete box.dataset.sorted;
     const attr = `sort${key[0].toUpperCase()}${key.slice(1)}`;  // data-sort-date_created → dataset.sortDate_created
     const cards = Array.from(box.children).filter((c) => c.classList.contains("card"));
     const value = (c) => c.dataset[attr] ?? "";
@@ -214,6 +220,8 @@
       const d = numeric ? Number(va) - Number(vb) : va.localeCompare(vb, undefined, {numeric: true});
       return sign * (d || (a.dataset.name || "").localeCompare(b.dataset.name || ""));
     });
+    const current = Array.from(box.children).filter((c) => c.classList.contains("card"));
+    if (cards.every((card, i) => card === current[i])) return;   // already in order (the server's): no DOM work
     const fragment = document.createDocumentFragment();
     for (const card of cards) fragment.appendChild(card);
     box.appendChild(fragment);
@@ -247,6 +255,19 @@
       applyFilter(pane);
     }
   });
+
+  // the cards' buttons (copy path, file metadata, edit): handled here, before the card's own click adds its text
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest && event.target.closest(".extra-network-cards .card .card-button");
+    const pane = button && button.closest(".extra-network-pane");
+    if (!pane) return;
+    if (button.classList.contains("copy-path-button")) w.extraNetworksCopyPath(event);
+    else if (button.classList.contains("metadata-button")) w.extraNetworksRequestMetadata(event, pane.dataset.page);
+    else if (button.classList.contains("edit-button")) {
+      w.extraNetworksEditUserMetadata(event, pane.dataset.tabname, pane.dataset.page);
+    }
+    event.stopPropagation();
+  }, true);
 
   const start = () => {
     new MutationObserver(checkPanes).observe(document.body, {childList: true, subtree: true});
