@@ -27,6 +27,11 @@ def addnet_hash_safetensors(b) -> str:
     return hash_sha256.hexdigest()
 
 
+def _addnet_file(filename) -> str:
+    with open(filename, "rb") as f:
+        return addnet_hash_safetensors(f)
+
+
 def _addnet_key(filename: str) -> tuple[str, int, float]:
     st = os.stat(filename)
     return os.path.realpath(filename), st.st_size, st.st_mtime
@@ -37,7 +42,10 @@ def sha256_from_cache(filename: str, title: str, use_addnet_hash: bool = False) 
     if not os.path.isfile(filename):
         return None
     if use_addnet_hash:
-        return _addnet_cache.get(_addnet_key(filename))
+        found = _addnet_cache.get(_addnet_key(filename))
+        if found is None and shared.bound():   # hashed in an earlier session
+            found = shared.runtime().registry.hash_cache.sha256(filename, compute=False, field="addnet")
+        return found
     if not shared.bound():
         return None
     return shared.runtime().registry.hash_cache.sha256(filename, compute=False)
@@ -50,8 +58,11 @@ def sha256(filename: str, title: str, use_addnet_hash: bool = False) -> str | No
     if use_addnet_hash:
         key = _addnet_key(filename)
         if key not in _addnet_cache:
-            with open(filename, "rb") as f:
-                _addnet_cache[key] = addnet_hash_safetensors(f)
+            if shared.bound():   # kept in the runtime's hash cache file, so later sessions know it without reading
+                _addnet_cache[key] = shared.runtime().registry.hash_cache.sha256(
+                    filename, hasher=_addnet_file, field="addnet")
+            else:
+                _addnet_cache[key] = _addnet_file(filename)
         return _addnet_cache[key]
     if shared.bound():
         return shared.runtime().registry.hash_cache.sha256(filename)

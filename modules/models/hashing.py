@@ -44,20 +44,25 @@ class HashCache:
                 self._data = {}
         return self._data
 
-    def sha256(self, path: str | os.PathLike, compute: bool = True) -> str | None:
-        """Full sha256 from the cache when the file is unchanged, else computed (if allowed) and stored."""
+    def sha256(self, path: str | os.PathLike, compute: bool = True, hasher=None, field: str = "sha256") -> str | None:
+        """Full sha256 from the cache when the file is unchanged, else computed (if allowed) and stored. `hasher` and
+        `field` keep another digest of the same file beside it (the LoRA "addnet" hash of the tensor bytes)."""
         path = Path(path).resolve()
         st = path.stat()
         key = str(path)
         with _lock:
             entry = self._load().get(key)
-            if entry and entry.get("size") == st.st_size and entry.get("mtime") == st.st_mtime:
-                return entry["sha256"]
+            if entry and entry.get("size") == st.st_size and entry.get("mtime") == st.st_mtime and field in entry:
+                return entry[field]
         if not compute:
             return None
-        digest = file_sha256(path)
+        digest = (hasher or file_sha256)(path)
         with _lock:
-            self._load()[key] = {"sha256": digest, "size": st.st_size, "mtime": st.st_mtime}
+            entry = self._load().get(key)
+            if not (entry and entry.get("size") == st.st_size and entry.get("mtime") == st.st_mtime):
+                entry = {"size": st.st_size, "mtime": st.st_mtime}
+            entry[field] = digest
+            self._load()[key] = entry
             self._save()
         return digest
 

@@ -340,3 +340,19 @@ def test_sd2_kohya_file(tmp_path_factory, tmp_path):
     write_lora(tmp_path / "v1.safetensors", sd2, metadata={"ss_base_model_version": "sd_v1"})
     handler_for(tmp_path).activate(p, [params("v1", 1)])
     assert any("SD1.x" in c and "SD2.x" in c for c in p.comments)
+
+
+def test_the_addnet_hash_is_kept_in_the_hash_cache_file_beside_the_sha256(sd1, tmp_path):
+    """So a pasted infotext finds a LoRA by hash in a later session before the LoRA is used again."""
+    from modules import hashes
+    from modules.models.hashing import HashCache
+    path = tmp_path / "style.safetensors"
+    write_lora(path, sd1)
+    cache = HashCache(tmp_path / "hashes.json")
+    full = cache.sha256(path)
+    addnet = cache.sha256(path, hasher=hashes._addnet_file, field="addnet")
+    again = HashCache(tmp_path / "hashes.json")
+    assert again.sha256(path, compute=False, field="addnet") == addnet != full
+    assert again.sha256(path, compute=False) == full
+    with open(path, "rb") as f:
+        assert addnet == hashes.addnet_hash_safetensors(f)
