@@ -24,6 +24,10 @@ class ExtraNetworksPageHypernetworks(ui_extra_networks.ExtraNetworksPage):
         if self.catalog is not None:
             self.catalog.refresh()
 
+    def warm(self) -> None:
+        if self.catalog is not None:
+            self.catalog.ensure()
+
     def create_item(self, name, index=None, enable_filter=True):
         catalog = self.catalog
         if catalog is None:

@@ -47,6 +47,9 @@ class ExtraNetworksPageLora(ui_extra_networks.ExtraNetworksPage):
     def refresh(self) -> None:
         self.catalog.refresh()
 
+    def warm(self) -> None:
+        self.catalog.ensure()   # A1111 scans the LoRA folders at start-up; we do it in the background
+
     def _settings(self) -> dict:
         """What every card reads, once per pane (a folder of 2,000 LoRAs asks 2,000 times)."""
         if self._listing is not None:

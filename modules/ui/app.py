@@ -135,6 +135,7 @@ def build(rt) -> gr.Blocks:
                                 [png["text"], png["image"]],
                                 [*i2i_fields, i2i["editor"], tabs, i2i["mode_tabs"], i2i["mode"]])
         png["to_extras"].click(lambda img: (img, gr.Tabs(selected="extras")), png["image"], [ext["image"], tabs])
+    extra_networks.warm_up()   # the LoRA folder scan, in the background
     return demo
 
 

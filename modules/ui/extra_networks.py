@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import threading
 
 from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -31,6 +32,20 @@ def register_default_pages() -> None:
     for page in (ExtraNetworksPageTextualInversion(), ExtraNetworksPageHypernetworks(),
                  ExtraNetworksPageCheckpoints()):
         ui_extra_networks.register_page(page)
+
+
+def warm_up() -> threading.Thread:
+    """Runs each page's warm() (the LoRA folder scan) in a background thread, after the page is built: start-up
+    does not wait for it, and the first opening of a tab finds the files listed."""
+    def run(pages):
+        for page in pages:
+            try:
+                page.warm()
+            except Exception:  # noqa: BLE001 - the tab's own request reports the problem again when opened
+                log.exception("Extra Networks page %r: warming up failed", page.title)
+    thread = threading.Thread(target=run, args=(list(extra_pages),), name="extra-networks-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def create_tabs(tabname: str) -> list:

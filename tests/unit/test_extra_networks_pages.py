@@ -323,3 +323,14 @@ def test_cards_come_in_the_order_the_settings_ask(lora_page, opts):
     assert re.findall(r'data-name="([^"]*)"', pane) == ["plain", "ink", "flat"]
     assert "data-sorted='name|True'" in pane and "<option value='name' selected>Name</option>" in pane
     assert "data-sortdir='Descending'" in pane
+
+
+def test_warm_up_scans_the_lora_folder_in_the_background(lora_page):
+    assert not lora_page.catalog.refreshed
+
+    class Failing(ExtraNetworksPage):
+        def warm(self):
+            raise OSError("unreadable folder")
+    ui_extra_networks.register_page(Failing("Failing"))
+    extra_networks.warm_up().join(timeout=30)   # a failing page is logged; the others are still warmed
+    assert lora_page.catalog.refreshed and "ink" in lora_page.catalog.available

@@ -53,12 +53,16 @@ def infotext_pasted(infotext: str, params: dict) -> None:
     rename_pasted(params, networks.catalog, preferred)
 
 
+try:   # here, not in _before_ui: the extension's folder is on sys.path only while its scripts load
+    import ui_extra_networks_lora
+except ImportError:   # the cards page is not there (an install without the UI part)
+    ui_extra_networks_lora = None
+
+
 def _before_ui():
-    try:
-        import ui_extra_networks_lora
-        from modules import ui_extra_networks
-    except ImportError:   # the cards page is not there (an install without the UI part)
+    if ui_extra_networks_lora is None:
         return
+    from modules import ui_extra_networks
     ui_extra_networks.register_page(ui_extra_networks_lora.ExtraNetworksPageLora(networks.catalog))
 
 
