@@ -296,7 +296,7 @@ class LoraNetworks:
                 if merged is not None and param in merged:
                     p.patches.weights.append(WeightPatch(param, value=merged[param], source="lora"))
                 else:
-                    fn = _weight_fn(parts) if name == "weight" else _bias_fn(parts)
+                    fn = _chain_fn(parts, name)
                     store = (lambda t, k=param: keep.__setitem__(k, t)) if keep is not None else None
                     p.patches.weights.append(WeightPatch(param, fn=fn, source="lora", on_result=store))
         self.loaded = [(e, r) for e, r, _ in applied]
@@ -309,25 +309,15 @@ def _dyn_file(lora: LoraFile, dyn: int) -> LoraFile:
                     lora.embeddings, lora.metadata)
 
 
-def _weight_fn(parts):
-    """Each network's change is computed from the weight as the networks before it left it (A1111 adds them in
-    place one after another; for OFT, IA3, GLoRA and DoRA the order matters)."""
-    def apply(weight: torch.Tensor) -> torch.Tensor:
+def _chain_fn(parts, which: str):
+    """The new weight (which="weight") or bias: each network's change is computed from the tensor as the networks
+    before it left it (A1111 adds them in place one after another; for OFT, IA3, GLoRA and DoRA the order matters)."""
+    def apply(tensor: torch.Tensor) -> torch.Tensor:
         for module, multiplier in parts:
-            delta = module.weight_delta(weight, multiplier)
+            delta = (module.weight_delta if which == "weight" else module.bias_delta)(tensor, multiplier)
             if delta is not None:
-                weight = weight + delta.reshape(weight.shape)
-        return weight
-    return apply
-
-
-def _bias_fn(parts):
-    def apply(bias: torch.Tensor) -> torch.Tensor:
-        for module, multiplier in parts:
-            delta = module.bias_delta(bias, multiplier)
-            if delta is not None:
-                bias = bias + delta.reshape(bias.shape)
-        return bias
+                tensor = tensor + delta.reshape(tensor.shape)
+        return tensor
     return apply
 
 
