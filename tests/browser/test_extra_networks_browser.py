@@ -6,6 +6,7 @@ outside the Lora folders."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
@@ -32,8 +33,11 @@ def _lora(path, seed=0):
 
 
 @pytest.fixture
-def lora_server(tmp_path, tiny_sd1):
-    data = make_data_dir(tmp_path / "data", tiny_sd1)
+def lora_server(tmp_path, tiny_sd1, tiny_sd1_b):
+    data = make_data_dir(tmp_path / "data", tiny_sd1, tiny_sd1_b)
+    (data / "embeddings").mkdir()
+    save_file({"emb_params": torch.randn(2, 32)}, str(data / "embeddings" / "goodcolor.safetensors"))  # fits
+    save_file({"emb_params": torch.randn(1, 64)}, str(data / "embeddings" / "widexl.safetensors"))  # too wide
     lora = data / "models" / "Lora"
     _lora(lora / "ink.safetensors")
     (lora / "ink.json").write_text(json.dumps({"preferred weight": 0.8}), encoding="utf8")
@@ -153,6 +157,27 @@ def test_lora_cards(lora_server, tmp_path):
         assert _visible_names(page) == ["late"]
         assert page.locator("#txt2img_lora_extra_search").input_value() == "late"
         screenshot(page, "extra_networks_lora")
+
+        # Textual Inversion: loaded and skipped embeddings; a click adds the name to the prompt box last focused
+        page.locator("#txt2img_neg_prompt textarea").fill("blurry")
+        page.locator("#txt2img_neg_prompt textarea").focus()
+        page.locator("#txt2img_textual_inversion-button").click()
+        page.locator("#txt2img_textual_inversion_cards .card[data-name=goodcolor]").wait_for(state="visible")
+        assert page.locator("#txt2img_textual_inversion_cards .card-skipped").evaluate("c => c.dataset.name") == \
+            "widexl"
+        page.locator("#txt2img_textual_inversion_cards .card[data-name=goodcolor]").click()
+        assert page.locator("#txt2img_neg_prompt textarea").input_value() == "blurry goodcolor"
+        assert prompt.input_value() == "a cat"
+
+        # Checkpoints: a click loads that checkpoint (through the top bar's dropdown)
+        page.locator("#txt2img_checkpoints-button").click()
+        page.locator("#txt2img_checkpoints_cards .card[data-name=tiny_sd1_b]").click()
+        page.wait_for_function("() => document.querySelector('#setting_sd_model_checkpoint input').value"
+                               ".startsWith('tiny_sd1_b')")
+        deadline = time.monotonic() + 120
+        while "tiny_sd1_b" not in requests.get(srv.api("options"), timeout=30).json()["sd_model_checkpoint"]:
+            assert time.monotonic() < deadline, "the checkpoint card did not load tiny_sd1_b"
+            time.sleep(0.2)   # polling interval; the loop ends on the condition
 
         # the img2img tab has its own pane, built on its first opening
         page.locator("#tab_img2img-button").click()
