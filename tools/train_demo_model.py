@@ -14,6 +14,12 @@ Stages (each resumable: run the same command again after an interruption, even a
   python -m tools.train_demo_model controlnet  # Canny ControlNet against the shipped base model
   python -m tools.train_demo_model controlnet-export   # models/ControlNet/..., original key layout, fp16
   python -m tools.train_demo_model controlnet-eval     # IoU of the generated shape with the control's shape
+  python -m tools.train_demo_model lora        # the demo LoRA (outlines) against the shipped base model
+  python -m tools.train_demo_model lora-export # models/Lora/demo/demo-shapes_outline.safetensors (kohya keys, fp16)
+  python -m tools.train_demo_model lora-eval   # held-out captions at LoRA weights 0, 0.5, 1 (hollowness)
+  python -m tools.train_demo_model embedding   # the demo embedding demo-pink (textual inversion, 2 vectors)
+  python -m tools.train_demo_model embedding-export    # embeddings/demo/demo-pink.safetensors (A1111 form)
+  python -m tools.train_demo_model embedding-eval      # held-out captions: demo-pink against plain pink
 
 All outputs go under training/. On a CPU, every training stage uses --threads (default 1) so that the other core
 stays free; run long stages as `nohup nice -n 10 venv/bin/python -m tools.train_demo_model vae > training/vae.out &`.
@@ -33,6 +39,8 @@ from tools.demo_model.models import VAE_VARIANTS  # noqa: E402  (light: no torch
 
 DEMO_CKPT = "models/Stable-diffusion/demo/demo-shapes.safetensors"
 DEMO_CONTROLNET = "models/ControlNet/control_demo-shapes_canny.safetensors"
+DEMO_LORA = "models/Lora/demo/demo-shapes_outline.safetensors"
+DEMO_EMBEDDING = "embeddings/demo/demo-pink.safetensors"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -67,6 +75,20 @@ def _train_common(p: argparse.ArgumentParser, steps: int, batch: int, lr: float,
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop (after a checkpoint) when this much wall time has passed; 0 = run to --steps")
     p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of this run")
+
+
+def _loop_args(p: argparse.ArgumentParser, steps: int, batch: int, lr: float, warmup: int) -> None:
+    """The options of tools/demo_model/finetune.py's training loop (the demo LoRA and embedding)."""
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR loss weighting gamma (0 = off)")
+    p.add_argument("--ckpt-minutes", type=float, default=3.0, help="checkpoint interval")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop (after a checkpoint) when this much wall time has passed; 0 = run to --steps")
+    p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint of this run")
 
 
@@ -194,6 +216,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="held-out captions with a control image on the opposite side")
     p.add_argument("--out", default="training/eval/controlnet")
 
+    p = sub.add_parser("lora", help="train the demo LoRA (outlines) against the shipped base model")
+    _common(p)
+    _loop_args(p, steps=600, batch=16, lr=1e-3, warmup=30)
+    p.add_argument("--run", default="lora", help="folder under training/")
+    p.add_argument("--base", default=DEMO_CKPT)
+    p.add_argument("--rank", type=int, default=4)
+    p.add_argument("-n", type=int, default=4000, help="outline scenes in the latent cache")
+    p.add_argument("--data-seed", type=int, default=7)
+    p.add_argument("--eval-captions", type=int, default=8, help="held-out captions scored at every checkpoint")
+
+    p = sub.add_parser("lora-export", help="write the demo LoRA (kohya keys, fp16) to models/Lora/demo/")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--run", default="lora")
+    p.add_argument("--base", default=DEMO_CKPT)
+    p.add_argument("--out", default=DEMO_LORA)
+
+    p = sub.add_parser("lora-eval", help="held-out captions with the demo LoRA at weights 0, 0.5, 1 (hollowness)")
+    _common(p)
+    p.add_argument("--base", default=DEMO_CKPT)
+    p.add_argument("--lora", default=DEMO_LORA)
+    p.add_argument("-n", type=int, default=48)
+    p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    p.add_argument("--via", choices=["auto", "own", "engine"], default="auto",
+                   help="own: our reading of the file as weight patches; engine: <lora:...> in the prompt, handled "
+                        "by the web UI's LoRA loader; auto: engine once it exists")
+    p.add_argument("--crosscheck", type=int, default=4,
+                   help="with --via engine: also draw this many captions at weight 1 with our own reading of the "
+                        "file and report the largest pixel difference")
+    p.add_argument("--out", default="training/eval_lora")
+    p.add_argument("--preview", default=None, help="also write the 2x2 preview image here")
+
+    p = sub.add_parser("embedding", help="train the demo embedding (textual inversion) against the shipped model")
+    _common(p)
+    _loop_args(p, steps=400, batch=16, lr=5e-3, warmup=20)
+    p.add_argument("--run", default="embedding", help="folder under training/")
+    p.add_argument("--base", default=DEMO_CKPT)
+    p.add_argument("--vectors", type=int, default=2)
+    p.add_argument("-n", type=int, default=2000, help="scenes in the latent cache")
+    p.add_argument("--data-seed", type=int, default=11)
+    p.add_argument("--eval-captions", type=int, default=8, help="held-out captions scored at every checkpoint")
+
+    p = sub.add_parser("embedding-export", help="write the demo embedding (A1111 safetensors) to embeddings/demo/")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--run", default="embedding")
+    p.add_argument("--out", default=DEMO_EMBEDDING)
+
+    p = sub.add_parser("embedding-eval", help="held-out captions: the embedding's word against the plain colour word")
+    _common(p)
+    p.add_argument("--base", default=DEMO_CKPT)
+    p.add_argument("--embedding", default=DEMO_EMBEDDING)
+    p.add_argument("-n", type=int, default=48)
+    p.add_argument("--via", choices=["auto", "own", "engine"], default="auto",
+                   help="own: the vectors put on the job's patch set by us; engine: the web UI's embedding loader "
+                        "reads the folder; auto: engine once it exists")
+    p.add_argument("--out", default="training/eval_embedding")
+    p.add_argument("--preview", default=None, help="also write the preview image here")
+
     p = sub.add_parser("bench", help="time UNet forward passes and a 20-step CFG sample")
     _common(p)
     p.add_argument("--unet-variant", default="s")
@@ -279,6 +358,17 @@ def main(argv: list[str] | None = None) -> int:
             controlnet.export(args)
         else:
             controlnet.evaluate(args)
+    elif args.cmd in ("lora", "lora-export", "lora-eval"):
+        from tools.demo_model import lora
+
+        print(json.dumps({"lora": lora.train, "lora-export": lora.export, "lora-eval": lora.evaluate}[args.cmd](args),
+                         indent=1, default=str))
+    elif args.cmd in ("embedding", "embedding-export", "embedding-eval"):
+        from tools.demo_model import embedding
+
+        fn = {"embedding": embedding.train, "embedding-export": embedding.export,
+              "embedding-eval": embedding.evaluate}[args.cmd]
+        print(json.dumps(fn(args), indent=1, default=str))
     elif args.cmd == "bench":
         from tools.demo_model import unet
 

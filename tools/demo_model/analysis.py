@@ -133,3 +133,39 @@ def analyze(img: np.ndarray) -> Analysis:
     size = "large" if max(bw, bh) / 2.0 >= SIZE_SPLIT else "small"
     return Analysis(True, nearest_color(mean), pos, shape, size, area, (cx, cy), fill, taper,
                     tuple(float(v) for v in mean), tuple(float(v) for v in bg))
+
+
+# ----------------------------------------------------------------------------- the demo LoRA's and embedding's effects
+
+INTERIOR_MARGIN = 3.5  # pixels (Euclidean) peeled off the object's hull before its interior is inspected (the outline's width)
+
+
+def hollowness(img: np.ndarray) -> float:
+    """How hollow the largest object is: the fraction of its interior (its convex hull less INTERIOR_MARGIN pixels
+    all round) that has the background's colour. About 0 for a filled shape, about 1 for an outline; 0 when no
+    object is found. The hull (every demo shape is convex) makes a ring with a gap count as a ring."""
+    import cv2
+
+    bg = background_rgb(img)
+    fg = np.linalg.norm(img.astype(np.float32) - bg[None, None], axis=2) > FG_THRESHOLD
+    comp = largest_component(fg)
+    if comp.sum() < MIN_AREA:
+        return 0.0
+    ys, xs = np.nonzero(comp)
+    hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+    filled = np.zeros(comp.shape, np.uint8)
+    cv2.fillConvexPoly(filled, hull, 1)
+    filled |= comp.astype(np.uint8)
+    depth = cv2.distanceTransform(np.pad(filled, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    interior = depth > INTERIOR_MARGIN
+    if not interior.any():
+        return 0.0
+    return float((~fg[interior]).mean())
+
+
+def rgb_distance(img: np.ndarray, rgb) -> float | None:
+    """RGB distance between the largest object's interior colour and ``rgb``; None when no object is found."""
+    res = analyze(img)
+    if not res.found:
+        return None
+    return float(np.linalg.norm(np.subtract(res.mean_rgb, rgb)))

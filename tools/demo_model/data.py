@@ -245,6 +245,16 @@ _COORD = (np.arange(_SS, dtype=np.float32) + 0.5) / SUPERSAMPLE
 
 def shape_mask(obj: Obj) -> np.ndarray:
     """Coverage of ``obj`` per output pixel, float32 [64, 64] in [0, 1]."""
+    return coverage(shape_inside(obj))
+
+
+def coverage(inside: np.ndarray) -> np.ndarray:
+    """A supersampled [256, 256] bool mask box-filtered to coverage per output pixel, float32 [64, 64]."""
+    return inside.astype(np.float32).reshape(IMAGE_SIZE, SUPERSAMPLE, IMAGE_SIZE, SUPERSAMPLE).mean(axis=(1, 3))
+
+
+def shape_inside(obj: Obj) -> np.ndarray:
+    """The object's area on the 4x supersampled grid, bool [256, 256]."""
     x = _COORD[None, :]
     y = _COORD[:, None]
     e = obj.extent
@@ -260,17 +270,17 @@ def shape_mask(obj: Obj) -> np.ndarray:
         inside = (y >= top) & (y <= bottom) & (np.abs(x - obj.cx) <= t * e)
     else:
         raise ValueError(f"unknown shape {obj.shape!r}")
-    cov = inside.astype(np.float32).reshape(IMAGE_SIZE, SUPERSAMPLE, IMAGE_SIZE, SUPERSAMPLE).mean(axis=(1, 3))
-    return cov
+    return inside
 
 
-def render(scene: Scene) -> np.ndarray:
-    """uint8 [64, 64, 3] RGB image of the scene."""
+def render(scene: Scene, colors: dict[str, tuple[int, int, int]] = COLORS, mask=shape_mask) -> np.ndarray:
+    """uint8 [64, 64, 3] RGB image of the scene. ``colors`` and ``mask`` (object -> coverage [64, 64]) let the demo
+    LoRA and embedding recipes draw variants: outlines, objects in a colour the base model never saw on objects."""
     img = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
     img[:] = np.asarray(BACKGROUNDS[scene.background], dtype=np.float32)
     for obj in scene.objects:
-        a = shape_mask(obj)[..., None]
-        img = img * (1.0 - a) + np.asarray(COLORS[obj.color], dtype=np.float32) * a
+        a = mask(obj)[..., None]
+        img = img * (1.0 - a) + np.asarray(colors[obj.color], dtype=np.float32) * a
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
