@@ -363,6 +363,7 @@ class ExtraNetworksPage:
                           for label, key in SORT_FIELDS.items())
         direction = "Descending" if setting("extra_networks_card_order") == "Descending" else "Ascending"
         tree = bool(setting("extra_networks_tree_view_default_enabled"))
+        sorted_by = "|".join(map(str, self._sort_setting()))   # the order the cards come in (the page skips it)
         return (f"<div class='extra-network-controls' id='{ident}_controls'>"
                 f"<input type='search' class='extra-network-search' id='{ident}_extra_search' "
                 f"placeholder='Search' aria-label='Search'>"
@@ -374,5 +375,5 @@ class ExtraNetworksPage:
                 f"<button class='extra-network-refresh' id='{ident}_extra_refresh' title='Refresh'>🔄</button>"
                 f"</div><div class='extra-network-body'>"
                 f"<div class='extra-network-dirs' id='{ident}_dirs'{'' if tree and dirs else ' hidden'}>{dirs}</div>"
-                f"<div class='extra-network-cards' id='{ident}_cards' data-sorted='{'|'.join(map(str, self._sort_setting()))}'>"
+                f"<div class='extra-network-cards' id='{ident}_cards' data-sorted='{sorted_by}'>"
                 f"{cards}</div></div>")

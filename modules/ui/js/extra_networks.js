@@ -54,7 +54,9 @@
         return found;
       });
       if (pos < 0) return false;
-      if (after && value.substr(pos, after.length) === after) value = value.slice(0, pos) + value.slice(pos + after.length);
+      if (after && value.substr(pos, after.length) === after) {
+        value = value.slice(0, pos) + value.slice(pos + after.length);
+      }
     } else {
       const re = new RegExp(`(^|${escapeRe(sep)}|\\s|,)${escapeRe(text)}(?=$|\\s|,)`);
       const found = value.match(re);
@@ -322,9 +324,10 @@
       for (const choice of field.choices) input.append(el("option", {value: choice, textContent: choice}));
       input.value = field.value;
     } else if (field.kind === "weight") {
-      input = el("input", {type: "number", min: "0", max: "2", step: "0.01", value: field.value === "" ? "" : field.value});
+      input = el("input", {type: "number", min: "0", max: "2", step: "0.01", value: field.value});
     } else {
-      input = el("textarea", {rows: field.key === "description" || field.key === "notes" ? 3 : 2, value: field.value || ""});
+      const rows = field.key === "description" || field.key === "notes" ? 3 : 2;
+      input = el("textarea", {rows, value: field.value || ""});
     }
     input.dataset.key = field.key;
     input.name = field.key;
