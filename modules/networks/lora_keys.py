@@ -72,10 +72,15 @@ class ModuleIndex:
                 prefixes = ["te_"]
             else:
                 prefixes = [f"te{i + 1}_"] + (["te_"] if i == 0 else [])
+            # files name the encoder's modules as transformers 4 did (text_model.encoder.…); transformers 5's
+            # CLIP text models have no text_model level, so those names are added as well
+            canonical = "" if hasattr(encoder, "text_model") else "text_model."
             for name, module in encoder.named_modules():
                 if isinstance(module, PATCHABLE):
-                    flat = name.replace(".", "_")
-                    self._add(Target(component, name), module, [p + flat for p in prefixes])
+                    names = {name, canonical + name}
+                    self._add(Target(component, name), module,
+                              [p + n.replace(".", "_") for n in sorted(names) for p in prefixes])
+                    self.dotted.setdefault(f"{component}.{canonical}{name}", Target(component, name))
 
     def _add(self, target: Target, module: torch.nn.Module, kohya_names: list[str]) -> None:
         self.modules[target] = module
