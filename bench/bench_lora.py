@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=128)
     ap.add_argument("--patch-reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--patch-only", action="store_true", help="only the patch timings, no jobs")
     ap.add_argument("--precision", default="autocast", choices=["autocast", "full"],
                     help="autocast: the server's default (bf16 UNet and text encoder where the CPU has it)")
     args = ap.parse_args()
@@ -95,6 +96,10 @@ def main() -> None:
     patch_once(handler, ["a", "b"])
     two = [patch_once(handler, ["a", "b"]) for _ in range(args.patch_reps)]
     print(f"two LoRAs, cached: activate + apply + restore {statistics.median(w[0] + w[1] for w in two):.2f} s")
+
+    if args.patch_only:
+        print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        return
 
     def job(prompt: str) -> float:
         params = GenerationParams(prompt=prompt, steps=args.steps, width=args.size, height=args.size, cfg_scale=7.0,

@@ -314,9 +314,14 @@ def _chain_fn(parts, which: str):
     before it left it (A1111 adds them in place one after another; for OFT, IA3, GLoRA and DoRA the order matters)."""
     def apply(tensor: torch.Tensor) -> torch.Tensor:
         for module, multiplier in parts:
+            fast = getattr(module, "apply_to", None) if which == "weight" else None
+            new = fast(tensor, multiplier) if fast is not None else None
+            if new is not None:
+                tensor = new
+                continue
             delta = (module.weight_delta if which == "weight" else module.bias_delta)(tensor, multiplier)
             if delta is not None:
-                tensor = tensor + delta.reshape(tensor.shape)
+                tensor = delta.reshape(tensor.shape).add_(tensor)   # delta is a fresh tensor: added in place
         return tensor
     return apply
 

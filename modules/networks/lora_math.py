@@ -60,6 +60,22 @@ class LoraModule(NetworkModule):
         down, up, mid = f32(self.down, weight), f32(self.up, weight), f32(self.mid, weight)
         return locon.diff_weight(down, up, mid, gamma=1.0, backend=TORCH)
 
+    def apply_to(self, weight: torch.Tensor, multiplier: float) -> torch.Tensor | None:
+        """weight + delta in one pass (torch.addmm, the scale folded into the small up factor) for the common case —
+        a plain LoRA/LoCon module without mid, DoRA or plain bias whose update has the weight's size; None otherwise
+        (then weight_delta is used). The same math as weight_delta, without two weight-sized temporaries: patching
+        an SD 1.5-size LoRA is dominated by these passes and the matmuls."""
+        if self.mid is not None or self.dora_scale is not None or self.plain_bias is not None or multiplier == 0:
+            return None
+        out = self.up.shape[0]
+        if weight.shape[0] != out or weight.numel() != out * self.down[0].numel():
+            return None
+        with torch.no_grad():
+            w = weight.detach().to(torch.float32).reshape(out, -1)
+            up = f32(self.up, w).reshape(out, -1) * (self.scale() * float(multiplier))
+            down = f32(self.down, w).reshape(self.down.shape[0], -1)
+            return torch.addmm(w, up, down).reshape(weight.shape)
+
 
 class LohaModule(NetworkModule):
     """LoHa: (w1a @ w1b) ⊙ (w2a @ w2b), or with Tucker cores t1/t2 per factor; rank = w1b's rows."""

@@ -409,3 +409,17 @@ def test_files_written_by_lycoris(name, tmp_path):
     else:
         expected = module.get_diff_weight(1.0)[0]
     close(built.weight_delta(w, 1.0), expected.reshape(w.shape))
+
+
+@pytest.mark.parametrize("shape,up_shape,down_shape", [((6, 5), (6, 2), (2, 5)), ((6, 5, 3, 3), (6, 2, 1, 1),
+                                                                                 (2, 5, 3, 3)),
+                                                       ((6, 5, 1, 1), (6, 2), (2, 5))])
+def test_lora_one_pass_apply_equals_weight_plus_delta(shape, up_shape, down_shape):
+    """apply_to (addmm with the scale in the up factor) gives the weight_delta result, in float32 and from half
+    factors; it declines modules it does not cover (DoRA, mid, multiplier 0)."""
+    w = rnd(*shape)
+    tensors = {"lora_up.weight": rnd(*up_shape).half(), "lora_down.weight": rnd(*down_shape).half(), "alpha": t(1)}
+    m = build_module("k", tensors)
+    close(m.apply_to(w, 0.7), w + m.weight_delta(w, 0.7))
+    assert m.apply_to(w, 0) is None
+    assert build_module("k", {**tensors, "dora_scale": rnd(shape[0], 1)}).apply_to(w, 1.0) is None
