@@ -249,10 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embedding", help="train the demo embedding (textual inversion) against the shipped model")
     _common(p)
-    _loop_args(p, steps=400, batch=16, lr=5e-3, warmup=20)
+    _loop_args(p, steps=500, batch=16, lr=1e-2, warmup=20)
     p.add_argument("--run", default="embedding", help="folder under training/")
     p.add_argument("--base", default=DEMO_CKPT)
     p.add_argument("--vectors", type=int, default=2)
+    p.add_argument("--object-weight", type=float, default=4.0,
+                   help="the pink object's latent positions weigh 1 + this in the loss")
     p.add_argument("-n", type=int, default=2000, help="scenes in the latent cache")
     p.add_argument("--data-seed", type=int, default=11)
     p.add_argument("--eval-captions", type=int, default=8, help="held-out captions scored at every checkpoint")

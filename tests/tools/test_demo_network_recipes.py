@@ -95,6 +95,11 @@ def test_embedding_scenes_have_a_pink_object_never_in_a_held_out_combination():
         assert (pink[0].shape, pink[0].position) not in demo_emb.HELDOUT
         assert demo_emb._fits(s.background, [o.color for o in s.objects])
         assert demo_emb.named(s.caption).count(demo_emb.NAME) == 1
+    images, captions, masks = demo_emb.make_batch(np.random.default_rng(4), 16)
+    for img, cap, mask in zip(images, captions, masks):  # the loss weight covers the pink object, and only it
+        inside = mask > 0.99
+        assert inside.sum() > 20
+        assert np.all(np.abs(img[inside].astype(int) - demo_emb.RGB).max(axis=1) <= 1), cap
     captions = demo_emb.heldout_captions()
     assert len(captions) >= 48
     for cap in captions:
@@ -116,3 +121,24 @@ def test_the_embedding_name_takes_one_position_per_vector():
         assert row[start:start + 3] == [tok.pad_token_id] * 3
         assert row[start + 3:start + 3 + 10] == p[at + 1:at + 11]
     assert name_len > 1  # "demo-pink" is several BPE tokens; the vectors replace all of them
+
+
+def test_the_web_ui_finds_every_module_of_the_kohya_export(tiny):
+    """kohya names the text encoder's modules `lora_te_text_model_encoder_…` (transformers 4's layout); the loaded
+    CLIP text model of transformers 5 has no `text_model` level, and the web UI's key index must still find them
+    (before it did, the text-encoder half of every SD1 LoRA was dropped as 'did not match')."""
+    from modules.networks import lora_keys
+
+    layers = demo_lora.attach(tiny, rank=2)
+    try:
+        sd = demo_lora.kohya_state_dict(layers, dtype=torch.float32)
+        where = {name: layer.where for name, layer in layers.items()}
+    finally:
+        demo_lora.detach(tiny, layers)
+    index = lora_keys.ModuleIndex(tiny)
+    names = {k.split(".")[0] for k in sd}
+    assert any(n.startswith("lora_te_text_model_") for n in names)
+    for name in names:
+        target = index.lookup(name)
+        assert target is not None, name
+        assert (target.component, target.path) == where[name]

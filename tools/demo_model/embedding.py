@@ -9,7 +9,9 @@ colour. Here N_VECTORS vectors of the text encoder's width (64) are learned, eve
   NAME where the colour word stands ("a large demo-pink circle on the left, blue background");
 * the prompt's name tokens are replaced by the vectors at the token-embedding output, as the web UI does it
   (modules/engine/conditioning.py): the name takes as many positions as there are vectors;
-* initialised from the token embedding of "pink";
+* initialised from the token embedding of "pink"; the loss weighs the pink object's latent positions
+  1 + --object-weight times (the colour of a small object is a small part of the plain loss: without the weight, 400
+  steps gave near-white objects, mean colour distance to pink 82 on 8 held-out captions, pink nearest in 2 of 8);
 * export: A1111's safetensors form, one tensor ``emb_params`` [N_VECTORS, 64]; A1111 names an embedding after its
   file, so the file is embeddings/demo/demo-pink.safetensors;
 * evaluation: held-out captions through the engine, NAME against the plain word "pink" (same seeds), scored by the
@@ -80,9 +82,11 @@ def named(caption: str) -> str:
     return caption.replace(f" {COLOR} ", f" {NAME} ")
 
 
-def make_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
+def make_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Images, captions and the pink object's coverage [n, 64, 64] (for the loss weight)."""
     scenes = [scene(rng) for _ in range(n)]
-    return np.stack([data.render(s, colors=PALETTE) for s in scenes]), [s.caption for s in scenes]
+    masks = np.stack([data.shape_mask(next(o for o in s.objects if o.color == COLOR)) for s in scenes])
+    return np.stack([data.render(s, colors=PALETTE) for s in scenes]), [s.caption for s in scenes], masks
 
 
 def heldout_captions(n: int | None = None, seed: int = 4321) -> list[str]:
@@ -186,7 +190,7 @@ def train(args) -> dict:
     model = finetune.load_frozen_base(args.base, device)
     cache = finetune.latent_cache(out / "latents.pt", model, make_batch, args.n, args.data_seed)
     scale = float(model.vae.config.scaling_factor)
-    latents = cache["latents"]
+    latents, masks = cache["latents"], cache["masks"]
     tok = model.tokenizers[0]
     ids_all, starts_all = placeholder_ids(tok, cache["captions"], args.vectors)
     te, unet = model.text_encoders[0], model.unet
@@ -197,7 +201,7 @@ def train(args) -> dict:
     inject = Injected(te, vectors)
     meta = {"base": Path(args.base).name, "vectors": args.vectors, "n": args.n, "data_seed": args.data_seed,
             "batch": args.batch, "lr": args.lr, "steps": args.steps, "seed": args.seed, "min_snr": args.min_snr,
-            "init": COLOR}
+            "init": COLOR, "object_weight": args.object_weight}
     eval_caps = heldout_captions(args.eval_captions)
 
     def step_fn(step: int) -> torch.Tensor:
@@ -207,7 +211,8 @@ def train(args) -> dict:
         inject.starts = starts_all[idx]
         with inject:
             ctx = te(ids_all[idx].to(device)).last_hidden_state
-        return diffusion.loss(unet(xt, t, encoder_hidden_states=ctx).sample, noise, t)
+        weight = 1.0 + args.object_weight * masks[idx].float().to(device)
+        return diffusion.loss(unet(xt, t, encoder_hidden_states=ctx).sample, noise, t, weight)
 
     def on_checkpoint(step: int) -> dict:
         if not args.eval_captions:
@@ -238,7 +243,6 @@ def export(args) -> dict:
         raise SystemExit("the exported embedding does not read back as written")
     res = {"path": str(path), "bytes": path.stat().st_size, "shape": list(vectors.shape), "step": state["step"],
            "norms": [round(float(v.norm()), 4) for v in vectors]}
-    print(json.dumps(res, indent=1))
     return res
 
 

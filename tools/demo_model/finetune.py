@@ -34,19 +34,24 @@ def load_frozen_base(path: str, device: torch.device):
 @torch.no_grad()
 def latent_cache(path: Path, model, make_batch: Callable, n: int, seed: int) -> dict:
     """{"latents": fp16 [n, 4, 16, 16] (unscaled), "captions": [...], "seed", "n"} of n scenes from
-    ``make_batch(rng, k) -> (uint8 images, captions)``; chunk c draws from numpy Generator([seed, c]). Reused while
-    n and seed match."""
+    ``make_batch(rng, k) -> (uint8 images, captions)``; chunk c draws from numpy Generator([seed, c]). When
+    make_batch also returns masks (float [k, 64, 64]), "masks" holds them at the latents' size (area mean). Reused
+    while n, seed and the presence of masks match."""
     from tqdm import tqdm
 
     if path.exists():
         blob = common.load_checkpoint(path)
-        if blob["n"] == n and blob["seed"] == seed:
+        with_masks = len(make_batch(np.random.default_rng(0), 1)) == 3
+        if blob["n"] == n and blob["seed"] == seed and ("masks" in blob) == with_masks:
             return blob
-    lats, caps = [], []
+    lats, caps, masks = [], [], []
     bar = tqdm(total=n, desc="latents", unit="img", dynamic_ncols=True)
     for c in range(-(-n // CACHE_CHUNK)):
         rng = np.random.default_rng([seed, c])
-        images, captions = make_batch(rng, min(CACHE_CHUNK, n - c * CACHE_CHUNK))
+        images, captions, *mask = make_batch(rng, min(CACHE_CHUNK, n - c * CACHE_CHUNK))
+        if mask:
+            m = torch.from_numpy(np.asarray(mask[0], dtype=np.float32))[:, None]
+            masks.append(torch.nn.functional.avg_pool2d(m, 4)[:, 0].half())
         for i in range(0, len(images), 50):
             x = data.to_tensor_range(images[i:i + 50]).to(model.device)
             lats.append(model.vae.encode(x).latent_dist.mode().float().cpu().half())
@@ -54,6 +59,8 @@ def latent_cache(path: Path, model, make_batch: Callable, n: int, seed: int) -> 
         bar.update(len(captions))
     bar.close()
     blob = {"latents": torch.cat(lats), "captions": caps, "seed": seed, "n": n}
+    if masks:
+        blob["masks"] = torch.cat(masks)
     common.save_atomic(blob, path)
     return blob
 
@@ -71,8 +78,15 @@ class Diffusion:
         a = self.ac[t].view(-1, 1, 1, 1)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise, t, noise
 
-    def loss(self, pred: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        per = (pred.float() - noise).pow(2).flatten(1).mean(1)
+    def loss(self, pred: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        """min-SNR weighted epsilon MSE; ``weight`` [batch, h, w] weighs the latent positions (normalised to mean 1
+        per sample)."""
+        err = (pred.float() - noise).pow(2)
+        if weight is not None:
+            weight = weight / weight.flatten(1).mean(1).view(-1, 1, 1)
+            err = err * weight[:, None]
+        per = err.flatten(1).mean(1)
         if self.min_snr > 0:
             snr = self.ac[t] / (1 - self.ac[t])
             per = per * torch.clamp(snr, max=self.min_snr) / snr

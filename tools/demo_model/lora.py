@@ -247,7 +247,8 @@ def export(args) -> dict:
         for p, v in zip(parameters(layers), state["params"]):
             p.copy_(v)
     sd = kohya_state_dict(layers)
-    trained_at = time.time() - float(state["elapsed"])
+    finished = (out_dir / "state.pt").stat().st_mtime
+    trained_at = finished - float(state["elapsed"])
     metadata = {
         "ss_output_name": NAME, "ss_network_module": "networks.lora", "ss_network_dim": str(meta["rank"]),
         "ss_network_alpha": f"{float(meta['rank']):.1f}", "ss_base_model_version": "sd_v1", "ss_v2": "False",
@@ -260,7 +261,7 @@ def export(args) -> dict:
         "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "stable-diffusion-v1/lora",
         "modelspec.implementation": "diffusers", "modelspec.title": NAME, "modelspec.resolution": "64x64",
         "modelspec.description": "Draws the demo model's shapes as outlines.",
-        "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(trained_at + float(state["elapsed"]))),
+        "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(finished)),
     }
     # kohya hashes a serialisation with the ss_* metadata only; the data section (what is hashed) is the same
     model_hash, legacy_hash = _file_hashes(save(sd, {k: v for k, v in metadata.items() if k.startswith("ss_")}))
@@ -274,7 +275,6 @@ def export(args) -> dict:
     worst = max(float((back[k].float() - sd[k].float()).abs().max()) for k in sd)
     res = {"path": str(path), "kb": path.stat().st_size / 1024, "tensors": len(sd), "modules": len(layers),
            "step": state["step"], "sshs_model_hash": model_hash, "max_abs_diff_after_reload": worst}
-    print(json.dumps(res, indent=1))
     if worst > 0 or set(back) != set(sd):
         raise SystemExit("the exported LoRA does not read back as written")
     return res
