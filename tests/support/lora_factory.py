@@ -69,6 +69,10 @@ def write_lora(path: Path, model, *, rank: int = 2, alpha: float = 1.0, seed: in
     ldm = ldm_names(model.unet) if unet_names == "ldm" else {}
     n_enc = len(model.text_encoders)
     for comp, name, m in _targets(model, unet_filter, te):
+        # files name text-encoder modules as transformers 4 did (text_model.encoder.…), whatever our version nests
+        file_name = name
+        if comp != "unet" and not hasattr(model.text_encoders[0 if comp == "text_encoder" else 1], "text_model"):
+            file_name = "text_model." + name
         w = m.weight
         if isinstance(m, torch.nn.Conv2d):
             down = torch.randn(rank, w.shape[1], *w.shape[2:], generator=g) * scale
@@ -82,14 +86,14 @@ def write_lora(path: Path, model, *, rank: int = 2, alpha: float = 1.0, seed: in
                 prefix = "lora_unet_" + ldm.get(name, name).replace(".", "_")
             else:
                 idx = 1 if comp == "text_encoder" else int(comp.rsplit("_", 1)[1])
-                prefix = ("lora_te_" if n_enc == 1 else f"lora_te{idx}_") + name.replace(".", "_")
+                prefix = ("lora_te_" if n_enc == 1 else f"lora_te{idx}_") + file_name.replace(".", "_")
             sd[f"{prefix}.lora_down.weight"] = down
             sd[f"{prefix}.lora_up.weight"] = up
             sd[f"{prefix}.alpha"] = torch.tensor(float(alpha))
             factors.append(Factors(comp, name, up, down, alpha))
         elif layout == "peft":
-            sd[f"{comp}.{name}.lora_A.weight"] = down
-            sd[f"{comp}.{name}.lora_B.weight"] = up
+            sd[f"{comp}.{file_name}.lora_A.weight"] = down
+            sd[f"{comp}.{file_name}.lora_B.weight"] = up
             factors.append(Factors(comp, name, up, down, float(rank)))   # PEFT without alpha: scale 1
         else:
             raise ValueError(layout)
