@@ -156,7 +156,7 @@ def build(rt) -> dict:
     for key in shown:
         info = opts.info[key]
         sections.setdefault((info.section_id, info.section_label), []).append(key)
-    with gr.Tabs(elem_id="settings"):
+    with gr.Tabs(elem_id="settings", overflow_behavior="wrap"):
         for (section_id, label), section_keys in sections.items():
             with gr.Tab(label, elem_id=f"settings_{section_id}"):
                 for key in section_keys:
