@@ -205,14 +205,13 @@ class Request:
 
 class LoraNetworks:
     """The runtime's LoRA state: the catalog, the cache of parsed files (LRU, valid while a file is unchanged) and
-    the networks the last job used (A1111's loaded_networks)."""
+    the merged weights of the last set of networks."""
 
     def __init__(self, catalog: NetworkCatalog, memory_limit=lambda: 0):
         self.catalog = catalog
         self.memory_limit = memory_limit          # how many unused files to keep besides the last job's
         self._files: OrderedDict[str, LoraFile] = OrderedDict()
         self._bound: dict[tuple, BoundNetwork] = {}
-        self.loaded: list[tuple[NetworkOnDisk, Request]] = []
         self._merged: tuple[tuple | None, dict[str, torch.Tensor]] = (None, {})   # (networks, param → weight)
         self._lock = threading.Lock()
 
@@ -299,7 +298,6 @@ class LoraNetworks:
                     fn = _chain_fn(parts, name)
                     store = (lambda t, k=param: keep.__setitem__(k, t)) if keep is not None else None
                     p.patches.weights.append(WeightPatch(param, fn=fn, source="lora", on_result=store))
-        self.loaded = [(e, r) for e, r, _ in applied]
         self.trim([e.filename for e, _, _ in applied])
         return applied
 

@@ -229,16 +229,6 @@ class NetworkCatalog:
                 return entry
         return None
 
-    def relative_folder(self, entry: NetworkOnDisk) -> str:
-        """The subfolder of the file under its catalog folder ("" at the top), for the cards' folder tree."""
-        for folder in self.folders():
-            try:
-                rel = Path(entry.filename).resolve().relative_to(Path(folder).resolve())
-            except ValueError:
-                continue
-            return str(rel.parent) if str(rel.parent) != "." else ""
-        return ""
-
 
 def add_from_setting(p, entries: list, kind: str, name, multiplier, catalog) -> list:
     """A1111's "Add network to prompt" settings (sd_lora, sd_hypernetwork): the network joins every batch that
