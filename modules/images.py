@@ -402,3 +402,123 @@ def read_info_from_image(image: Image.Image) -> tuple[str | None, dict]:
     """A1111's name for read_info: (infotext, the image's other text fields)."""
     return read_info(image)
 
+
+
+# --- grids with labels (A1111's GridAnnotation / draw_grid_annotations / draw_prompt_matrix) ----------------------
+class GridAnnotation:
+    """One label line of a grid's row or column; `is_active=False` draws it grey and struck through (prompt
+    matrix: a part that this column or row leaves out). `size` and `allowed_width` are filled while drawing."""
+
+    def __init__(self, text: str = "", is_active: bool = True):
+        self.text = text
+        self.is_active = is_active
+        self.size: tuple[int, int] | None = None
+        self.allowed_width: int | None = None
+
+    def __repr__(self) -> str:
+        return f"GridAnnotation({self.text!r}, is_active={self.is_active})"
+
+
+def get_font(fontsize: int):
+    """The font for grid labels: the `font` setting's file when it loads, else Pillow's bundled scalable font (no
+    system font is needed; A1111 looks for Roboto in Gradio's package)."""
+    from PIL import ImageFont
+    fontsize = max(1, int(fontsize))
+    path = _opt("font", "")
+    if path:
+        try:
+            return ImageFont.truetype(path, fontsize)
+        except OSError:
+            pass
+    return ImageFont.load_default(fontsize)
+
+
+def _wrap_words(draw, text: str, font, width: int) -> list[str]:
+    """`text` broken between words into lines no wider than `width` (a single too-long word keeps its line)."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if line and draw.textlength(candidate, font=font) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+    return lines
+
+
+def draw_grid_annotations(im: Image.Image, width: int, height: int, hor_texts: list, ver_texts: list,
+                          margin: int = 0) -> Image.Image:
+    """`im`, a grid of `width`×`height` cells, with a label band above (one list of GridAnnotation per column)
+    and to the left (one list per row), and `margin` pixels between cells. The sizes follow A1111: font size
+    (width + height) // 25, the left band 3/4 of a cell wide when any row has text, the top band as tall as the
+    tallest column label plus a font size; a band without text is left out."""
+    from PIL import ImageColor, ImageDraw
+    active = ImageColor.getcolor(_opt("grid_text_active_color", "#000000"), "RGB")
+    inactive = ImageColor.getcolor(_opt("grid_text_inactive_color", "#999999"), "RGB")
+    background = ImageColor.getcolor(_opt("grid_background_color", "#ffffff"), "RGB")
+    cols, rows = im.width // width, im.height // height
+    if cols != len(hor_texts):
+        raise ValueError(f"draw_grid_annotations: the grid has {cols} columns, {len(hor_texts)} column labels")
+    if rows != len(ver_texts):
+        raise ValueError(f"draw_grid_annotations: the grid has {rows} rows, {len(ver_texts)} row labels")
+    fontsize = (width + height) // 25
+    spacing = fontsize // 2
+    font = get_font(fontsize)
+    pad_left = width * 3 // 4 if any(line.text for lines in ver_texts for line in lines) else 0
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1), background))
+    for texts, allowed in [(t, width) for t in hor_texts] + [(t, pad_left) for t in ver_texts]:
+        lines = [GridAnnotation(part, line.is_active) for line in texts
+                 for part in _wrap_words(measure, line.text, font, allowed)]
+        texts[:] = lines   # A1111 rewrites the caller's lists with the wrapped lines
+        for line in texts:
+            left, top, right, bottom = measure.multiline_textbbox((0, 0), line.text, font=font)
+            line.size, line.allowed_width = (right - left, bottom - top), allowed
+    hor_heights = [sum(line.size[1] + spacing for line in lines) - spacing for lines in hor_texts]
+    ver_heights = [sum(line.size[1] for line in lines) for lines in ver_texts]
+    pad_top = max(hor_heights) + spacing * 2 if sum(hor_heights) > 0 else 0
+    result = Image.new("RGB", (im.width + pad_left + margin * (cols - 1), im.height + pad_top + margin * (rows - 1)),
+                       background)
+    for row in range(rows):
+        for col in range(cols):
+            cell = im.crop((width * col, height * row, width * (col + 1), height * (row + 1)))
+            result.paste(cell, (pad_left + (width + margin) * col, pad_top + (height + margin) * row))
+    draw = ImageDraw.Draw(result)
+
+    def draw_lines(x: float, y: float, lines: list) -> None:
+        for line in lines:
+            size, line_font = fontsize, font
+            while line.allowed_width and size > 1 and \
+                    draw.multiline_textbbox((0, 0), line.text, font=line_font)[2] > line.allowed_width:
+                size -= 1   # a word wider than its band shrinks until it fits
+                line_font = get_font(size)
+            draw.multiline_text((x, y + line.size[1] / 2), line.text, font=line_font, anchor="mm", align="center",
+                                fill=active if line.is_active else inactive)
+            if not line.is_active:
+                mid = y + line.size[1] // 2
+                draw.line((x - line.size[0] // 2, mid, x + line.size[0] // 2, mid), fill=inactive, width=4)
+            y += line.size[1] + spacing
+
+    for col in range(cols):
+        draw_lines(pad_left + (width + margin) * col + width / 2, pad_top / 2 - hor_heights[col] / 2,
+                   hor_texts[col])
+    for row in range(rows):
+        draw_lines(pad_left / 2, pad_top + (height + margin) * row + height / 2 - ver_heights[row] / 2,
+                   ver_texts[row])
+    return result
+
+
+def draw_prompt_matrix(im: Image.Image, width: int, height: int, all_prompts: list[str],
+                       margin: int = 0) -> Image.Image:
+    """Prompt matrix labels: the parts after the first (`all_prompts[1:]`), the first half across the top and the
+    rest down the left; cell bit i set means part i is in (drawn black), else grey and struck through."""
+    parts = all_prompts[1:]
+    half = math.ceil(len(parts) / 2)
+    across, down = parts[:half], parts[half:]
+    hor = [[GridAnnotation(text, is_active=bool(pos & (1 << i))) for i, text in enumerate(across)]
+           for pos in range(1 << len(across))]
+    ver = [[GridAnnotation(text, is_active=bool(pos & (1 << i))) for i, text in enumerate(down)]
+           for pos in range(1 << len(down))]
+    return draw_grid_annotations(im, width, height, hor, ver, margin)
