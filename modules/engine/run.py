@@ -250,8 +250,14 @@ def process_images(p, networks: extra_networks.ExtraNetworkRegistry | None = Non
     networks = networks or extra_networks.ExtraNetworkRegistry()
     state, hooks, model = p.state, p.hooks, p.sd_model
     _resolve(p)
+    # A1111's rule: a script that runs several process_images calls as one job (X/Y/Z plot, loopback) sets
+    # state.job_count to the whole job's batches first; each call then continues the job's batch count
+    base = 0
     if state is not None:
-        state.job_count = p.n_iter
+        if state.job_count <= 0:
+            state.job_count = p.n_iter
+        else:
+            base = state.job_no
     images, texts = [], []
     info = run_info(p)
     base_patches = p.patches
@@ -260,7 +266,7 @@ def process_images(p, networks: extra_networks.ExtraNetworkRegistry | None = Non
         if state is not None:
             if state.interrupted:
                 break
-            state.job_no, state.skipped = n, False
+            state.job_no, state.skipped = base + n, False
         p.iteration = n
         lo, hi = n * p.batch_size, (n + 1) * p.batch_size
         p.prompts, p.negative_prompts = p.all_prompts[lo:hi], p.all_negative_prompts[lo:hi]
@@ -296,4 +302,6 @@ def process_images(p, networks: extra_networks.ExtraNetworkRegistry | None = Non
         for j, image in enumerate(batch_images):
             images.append(image)
             texts.append(infotext_fields.create(p, min(lo + j, len(p.all_prompts) - 1), info))
+        if state is not None:
+            state.job_no = base + n + 1   # this batch is done (A1111's state.nextjob())
     return images, texts, time.perf_counter() - t0
