@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from modules import atomic_file
+from modules.image_tiles import Grid, combine_grid, split_grid  # noqa: F401 (A1111 names: SD upscale's tiles)
 
 _save_lock = threading.Lock()
 _INVALID = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
@@ -372,6 +373,19 @@ def image_grid(imgs: list, batch_size: int = 1, rows: int | None = None) -> Imag
         dx, dy = (w - img.width) // 2, (h - img.height) // 2
         grid.paste(img, box=(i % params.cols * w + dx, i // params.cols * h + dy))
     return grid
+
+
+def check_grid_size(imgs: list) -> bool:
+    """A1111's guard before a grid is made: False (and a log line) when the images together exceed the
+    img_max_size_mp setting's megapixels, so the script returns the images without the grid."""
+    megapixels = round(sum(img.width * img.height for img in imgs) / 1_000_000)
+    limit = _opt("img_max_size_mp", 200)
+    if megapixels > limit:
+        import logging
+        logging.getLogger("sd.images").warning("grid of %d MP not made: over the img_max_size_mp limit (%s MP)",
+                                               megapixels, limit)
+        return False
+    return True
 
 
 def flatten(img: Image.Image, bgcolor) -> Image.Image:
