@@ -100,6 +100,20 @@ class ModelManager:
         if path != model.vae_file:
             load_vae_weights(model, path)
 
+    def apply_vae(self, setting: str) -> None:
+        """Puts the VAE that `setting` names (Automatic, None or a file, as the sd_vae setting) on the loaded
+        model without changing the setting (an X/Y/Z plot cell); --vae-path still wins."""
+        with self.lock:
+            if self.model is not None:
+                path = self.forced_vae or self.registry.resolve_vae(setting, self.model.info)
+                self.apply_vae_file(path)
+
+    def apply_vae_file(self, path: Path | None) -> None:
+        """The VAE file `path` (None: the checkpoint's own) on the loaded model."""
+        with self.lock:
+            if self.model is not None and path != self.model.vae_file:
+                load_vae_weights(self.model, path)
+
     def reload_vae(self) -> None:
         with self.lock:
             if self.model is not None:
