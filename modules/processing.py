@@ -205,9 +205,17 @@ class StableDiffusionProcessing:
         self.all_prompts, self.all_negative_prompts = self.apply_styles(self.all_prompts, self.all_negative_prompts)
         self.main_prompt, self.main_negative_prompt = self.all_prompts[0], self.all_negative_prompts[0]
         if self.all_seeds is None:
-            seed, subseed = get_fixed_seed(self.seed), get_fixed_seed(self.subseed)
-            self.all_seeds = [seed + i for i in range(n)]
-            self.all_subseeds = [subseed + i for i in range(n)]
+            # a list is one seed per image, as given (A1111: the prompt matrix passes its seeds this way)
+            if isinstance(self.seed, list):
+                self.all_seeds = [get_fixed_seed(int(s)) for s in self.seed]
+            else:
+                seed = get_fixed_seed(self.seed)
+                self.all_seeds = [seed + i for i in range(n)]
+            if isinstance(self.subseed, list):
+                self.all_subseeds = [get_fixed_seed(int(s)) for s in self.subseed]
+            else:
+                subseed = get_fixed_seed(self.subseed)
+                self.all_subseeds = [subseed + i for i in range(n)]
 
 
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
@@ -348,6 +356,15 @@ def create_infotext(p, all_prompts=None, all_seeds=None, all_subseeds=None, comm
         return infotext_fields.create(p, index, engine_run.run_info(p))
     finally:
         p.all_prompts, p.all_seeds, p.all_subseeds = saved
+
+
+def save_processed(p, processed: Processed) -> None:
+    """Saves `processed` the way the job saves what process_images makes (the request's saving rule), for a
+    selectable script whose results are not one process_images call's images (SD upscale's recombined tiles,
+    outpainting's expanded images); outside a script-driven job it does nothing."""
+    ctx = _current.get()
+    if ctx is not None and ctx.save_processed is not None:
+        ctx.save_processed(p, processed)
 
 
 def process_images(p: StableDiffusionProcessing) -> Processed:

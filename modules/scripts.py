@@ -619,10 +619,11 @@ _POINTS = ("before_process", "process", "before_process_batch", "after_extra_net
 
 
 def attach(p) -> None:
-    """Connects p's scripts to p's hooks (once per p). Each hook reads p.scripts when it fires."""
-    if getattr(p, "_scripts_attached", False):
+    """Connects p's scripts to p's hooks (once per hook set: A1111's scripts run copy.copy(p), whose copies share
+    p.hooks, and must not fire the always-on scripts twice). Each hook reads p.scripts when it fires."""
+    if getattr(p.hooks, "_scripts_attached", False):
         return
-    p._scripts_attached = True
+    p.hooks._scripts_attached = True
     for point in _POINTS:
         method = "on_mask_blend" if point == "mask_blend" else point
 

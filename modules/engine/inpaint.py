@@ -84,8 +84,13 @@ def prepare(model, p, init_images: list[Image.Image], strength: float, noise: to
         latents = images_to_latents(model, work)
     nine = model.unet.config.in_channels == 9
     if work_mask is not None:
-        lat_mask = mask_latent(image_ops.prepare_mask(work_mask, False, p.mask_blur), latents.shape[2:],
-                               latents.device)
+        # A1111's p.latent_mask (the outpainting scripts set one): the latent blend follows it, unblurred, while
+        # the blurred image mask still composites the result
+        latent_mask = getattr(p, "latent_mask", None)
+        blend_source = image_ops.resize_image(p.resize_mode, latent_mask.convert("L"), p.width, p.height) \
+            if latent_mask is not None and batch.crop_box is None \
+            else image_ops.prepare_mask(work_mask, False, p.mask_blur)
+        lat_mask = mask_latent(blend_source, latents.shape[2:], latents.device)
         lat_mask = (lat_mask > 0.5).float() if nine else lat_mask.round()
         if p.inpainting_fill == 2:
             latents = latents * (1 - lat_mask) + noise * lat_mask
