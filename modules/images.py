@@ -126,8 +126,10 @@ def write_image(image: Image.Image, filename: str | os.PathLike, pnginfo: dict |
 
 
 def save_sample(image: Image.Image, outdir: Path, seed: int, prompt: str, infotext: str | None,
-                date_dirs: bool = True, p=None) -> Path:
-    """Our form: outdir[/YYYY-MM-DD]/NNNNN-SEED-prompt.png with the infotext, numbered past the folder's highest."""
+                date_dirs: bool = True, p=None, extension: str = "png") -> Path:
+    """Our form: outdir[/YYYY-MM-DD]/NNNNN-SEED-prompt.<extension> with the infotext (a PNG text chunk, or EXIF for
+    jpg/webp), numbered past the folder's highest."""
+    extension = (extension or "png").lower().lstrip(".")
     callbacks = _callbacks()
     folder = Path(outdir) / datetime.date.today().isoformat() if date_dirs else Path(outdir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,7 +139,7 @@ def save_sample(image: Image.Image, outdir: Path, seed: int, prompt: str, infote
         words = sanitize(prompt)
         if words:
             stem = f"{stem}-{words}"[:MAX_NAME]
-        params = callbacks.ImageSaveParams(image, p, str(folder / f"{stem}.png"),
+        params = callbacks.ImageSaveParams(image, p, str(folder / f"{stem}.{extension}"),
                                            {"parameters": infotext} if infotext else {})
         callbacks.before_image_saved_callback(params)
         write_image(params.image, params.filename, params.pnginfo)
@@ -347,21 +349,28 @@ def save_image_a1111(image: Image.Image, path: str, basename: str = "", seed=Non
     return fullfn, txt_fullfn
 
 
+def grid_rows(count: int, batch_size: int = 1, n_rows: int | None = None,
+              prevent_empty: bool | None = None) -> int:
+    """A1111's rows rule for a grid of `count` images: the n_rows setting when > 0, the batch size when 0, else
+    about a square (-1); with grid_prevent_empty_spots the rows divide the count. Settings are read when not given."""
+    n_rows = _opt("n_rows", -1) if n_rows is None else int(n_rows)
+    if n_rows > 0:
+        return n_rows
+    if n_rows == 0:
+        return max(1, batch_size)
+    if _opt("grid_prevent_empty_spots", False) if prevent_empty is None else prevent_empty:
+        rows = max(1, math.floor(math.sqrt(count)))
+        while count % rows != 0:
+            rows -= 1
+        return rows
+    return max(1, round(math.sqrt(count)))
+
+
 def image_grid(imgs: list, batch_size: int = 1, rows: int | None = None) -> Image.Image:
     """The images in one picture, `rows` rows (A1111's n_rows rule when None); extensions' image_grid callbacks may
     change the images, columns and rows first."""
     if rows is None:
-        n_rows = _opt("n_rows", -1)
-        if n_rows > 0:
-            rows = n_rows
-        elif n_rows == 0:
-            rows = batch_size
-        elif _opt("grid_prevent_empty_spots", False):
-            rows = math.floor(math.sqrt(len(imgs)))
-            while len(imgs) % rows != 0:
-                rows -= 1
-        else:
-            rows = round(math.sqrt(len(imgs)))
+        rows = grid_rows(len(imgs), batch_size)
     rows = max(1, min(rows, len(imgs)))
     cols = math.ceil(len(imgs) / rows)
     callbacks = _callbacks()

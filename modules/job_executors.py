@@ -24,10 +24,12 @@ def generate(rt, payload: dict, state) -> processing.Processed:
     view = rt.options_view(overrides)
     embeddings = rt.embeddings.for_job(model, bool(view.get("textual_inversion_add_hashes_to_infotext", True)))
     ctx = processing.RunContext(model, state, rt.run_options(params, view), rt.hooks, rt.extra_networks, rt.styles,
-                                embeddings=embeddings)
+                                embeddings=embeddings, options=view)
     with processing.current_run(ctx):
         p = processing.from_params(params)
         p.is_api = bool(payload.get("is_api"))
+        if p.is_api and not payload.get("save"):
+            p.do_not_save_grid = True   # A1111's API: no batch grid (returned or saved) unless it saves images
         # A1111 sets where a run's images and grids go (scripts save there themselves: Ultimate SD upscale)
         p.outpath_samples = str(rt.output_folder(view, params.mode))
         p.outpath_grids = str(rt.output_folder(view, params.mode, "grids"))

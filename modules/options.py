@@ -17,6 +17,9 @@ from typing import Any, Callable
 from modules import atomic_file
 
 
+IMAGE_FORMATS = ["png", "jpg", "jpeg", "webp"]   # what samples_format / grid_format offer (images.encode writes them)
+
+
 class OptionInfo:
     """One setting. Accepts A1111's form, `OptionInfo(default, label, component, component_args, onchange, section,
     refresh, comment_before, comment_after, infotext, restrict_api, category_id)` with `section` an `(id, label)` or
@@ -230,7 +233,16 @@ def _defaults() -> dict[str, OptionInfo]:
                                          infotext="Old prompt editing timelines"),
         # saving
         "samples_save": OptionInfo(True, "Always save all generated images", "Saving images"),
-        "samples_format": OptionInfo("png", "File format for images", "Saving images", choices=["png"]),
+        "samples_format": OptionInfo("png", "File format for images", "Saving images", choices=IMAGE_FORMATS),
+        # grids (A1111's): a batch of several images is also saved, and shown first, as one grid
+        "grid_save": OptionInfo(True, "Always save all generated image grids", "Saving images"),
+        "grid_format": OptionInfo("png", "File format for grids", "Saving images", choices=IMAGE_FORMATS),
+        "grid_extended_filename": OptionInfo(False, "Add extended info (seed, prompt) to filename when saving grid",
+                                             "Saving images"),
+        "grid_only_if_multiple": OptionInfo(True, "Do not save grids consisting of one picture", "Saving images"),
+        "n_rows": OptionInfo(-1, "Grid row count; use -1 for autodetect and 0 for it to be same as batch size",
+                             "Saving images", minimum=-1, maximum=16),
+        "return_grid": OptionInfo(True, "Show grid in gallery (and first among the API's images)", "Saving images"),
         "enable_pnginfo": OptionInfo(True, "Save text information about generation parameters as chunks to png files",
                                      "Saving images"),
         "save_to_dirs": OptionInfo(True, "Save images to a subdirectory", "Saving images"),

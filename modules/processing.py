@@ -45,6 +45,9 @@ class RunContext:
     # the loaded textual-inversion embeddings (modules.networks.textual_inversion.JobEmbeddings: `vectors`, name →
     # tensor(s), and `hash_of` for "TI hashes"); every p of the job starts with them in p.patches.embeddings
     embeddings: Any = None
+    # the job's settings (the runtime's OptionsView: get(key, default)); with them process_images makes A1111's
+    # grid of a batch (return_grid, grid_save, n_rows, …); None (tools, tests): no grid
+    options: Any = None
 
 
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("current_run", default=None)
@@ -305,11 +308,20 @@ class Processed:
         self.is_using_inpainting_conditioning = model is not None and model.unet.config.in_channels == 9
         self.seconds = 0.0
         self.saved_paths: list[str] = []
+        self.grid = None   # (image, infotext) of the batch grid to save (process_images), whether returned or not
 
     @property
     def seeds(self) -> list[int]:
-        """The seeds of the images returned (A1111's all_seeds may be longer when a run stopped early)."""
-        return self.all_seeds[self.index_of_first_image:self.index_of_first_image + len(self.images)]
+        """One seed per returned image: the grids in front (images before index_of_first_image, A1111's place for
+        them) get the first seed, the images theirs (all_seeds may be longer when a run stopped early)."""
+        return self.aligned(self.all_seeds)
+
+    def aligned(self, values: list | None) -> list:
+        """A per-image list of A1111's (all_seeds, all_prompts, …: one entry per image, grids not counted) as one
+        entry per returned image, grids included."""
+        values = list(values or [])
+        first = min(self.index_of_first_image, len(self.images))
+        return values[:1] * first + values[:len(self.images) - first]
 
     def to_dict(self) -> dict:
         return {
@@ -388,10 +400,35 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
                           infotexts=texts)
     processed.seconds = seconds
     ctx = _current.get()
+    _batch_grid(p, processed, ctx.options if ctx is not None else None)
     if ctx is not None and ctx.save_processed is not None and not p.do_not_save_samples:
         ctx.save_processed(p, processed)
     p.hooks.fire("postprocess", p, processed)
     return processed
+
+
+def _batch_grid(p, processed: Processed, opts) -> None:
+    """A1111's grid of a run's images: made when there are several (or grid_only_if_multiple is off) unless
+    p.do_not_save_grid; put first among the images with the first image's infotext when return_grid
+    (index_of_first_image 1), and kept on `processed.grid` for saving when grid_save."""
+    processed.grid = None
+    if opts is None or p.do_not_save_grid or not processed.images:
+        return
+    if len(processed.images) < 2 and opts.get("grid_only_if_multiple", True):
+        return
+    if not (opts.get("return_grid", True) or opts.get("grid_save", True)):
+        return
+    from modules import images
+    rows = images.grid_rows(len(processed.images), p.batch_size, opts.get("n_rows", -1),
+                            opts.get("grid_prevent_empty_spots", False))
+    grid = images.image_grid(processed.images, p.batch_size, rows=rows)
+    text = processed.infotexts[0] if processed.infotexts else processed.info
+    if opts.get("return_grid", True):
+        processed.images.insert(0, grid)
+        processed.infotexts.insert(0, text)
+        processed.index_of_first_image = 1
+    if opts.get("grid_save", True):
+        processed.grid = (grid, text)
 
 
 RunOptions = engine_run.RunOptions

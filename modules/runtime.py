@@ -171,13 +171,30 @@ class Runtime:
         view = self.options_view(params.get("override_settings") or {})
         save = payload.get("save")
         should_save = (view.samples_save and not params.get("do_not_save_samples")) if save is None else save
-        if not should_save:
-            return []
-        base = self.output_folder(view, params.get("mode"))
         paths = []
-        for image, seed, prompt, text in zip(result.images, result.seeds, result.all_prompts, result.infotexts):
+        grid = getattr(result, "grid", None)
+        first = min(result.index_of_first_image, len(result.images))
+        # the batch grid (A1111's grid_save): the UI saves it unless the request says do_not_save_grid, the API
+        # when it saves its images (A1111's API sets do_not_save_grid = not save_images)
+        if grid is not None and (save if save is not None else not params.get("do_not_save_grid")):
+            image, text = grid
+            fullfn, _ = images.save_image_a1111(
+                image, str(self.output_folder(view, params.get("mode"), "grids")), "grid",
+                result.all_seeds[0] if result.all_seeds else None,
+                result.all_prompts[0] if result.all_prompts else "", extension=view.get("grid_format", "png"),
+                info=text if view.enable_pnginfo else None,
+                short_filename=not view.get("grid_extended_filename", False), grid=True)
+            if first > 0:   # the saved paths line up with the returned images: the grid first
+                paths.append(fullfn)
+        if not should_save:
+            return paths
+        base = self.output_folder(view, params.get("mode"))
+        extension = view.get("samples_format", "png") or "png"
+        for image, seed, prompt, text in zip(result.images[first:], result.all_seeds, result.all_prompts,
+                                             result.infotexts[first:]):
             info = text if view.enable_pnginfo else None
-            paths.append(str(images.save_image(image, base, seed, prompt, info, date_dirs=view.save_to_dirs)))
+            paths.append(str(images.save_image(image, base, seed, prompt, info, date_dirs=view.save_to_dirs,
+                                               extension=extension)))
         return paths
 
     def output_folder(self, view: "OptionsView", mode: str | None, what: str = "samples") -> Path:

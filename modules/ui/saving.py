@@ -22,9 +22,9 @@ def save_dir(outputs: Path) -> Path:
 
 def result_summary(result) -> dict:
     """What Save and Zip need from a generation result, kept in the page's session state (no PIL images)."""
-    n = len(result.images)
     return {"infotexts": list(result.infotexts), "seeds": list(result.seeds),
-            "prompts": list(result.all_prompts[:n]), "negative_prompts": list(result.all_negative_prompts[:n]),
+            "prompts": result.aligned(result.all_prompts),
+            "negative_prompts": result.aligned(result.all_negative_prompts),
             "width": result.width, "height": result.height, "sampler": result.sampler_name,
             "cfg_scale": result.cfg_scale, "steps": result.steps, "model_name": result.sd_model_name,
             "model_hash": result.sd_model_hash}

@@ -138,7 +138,7 @@ def test_hidden_settings_are_no_quicksettings_candidates(tmp_path):
     opts.add_option("ext_internal", OptionInfo(1, "Internal", section=(None, "Hidden")))
     opts.add_option("ext_shown", OptionInfo(1, "Shown", section=("ext", "Ext")))
     assert "ext_internal" not in opts.quicksettings_candidates() and "ext_shown" in opts.quicksettings_candidates()
-    with pytest.raises(OptionError, match="quicksettings_list.*grid_format"):
-        opts.set("quicksettings_list", ["grid_format", "ext_shown"])
-    opts.data["quicksettings_list"] = ["grid_format", "ext_shown"]   # e.g. a config.json edited by hand
+    with pytest.raises(OptionError, match="quicksettings_list.*save_txt"):
+        opts.set("quicksettings_list", ["save_txt", "ext_shown"])
+    opts.data["quicksettings_list"] = ["save_txt", "ext_shown"]   # e.g. a config.json edited by hand
     assert opts.quicksettings() == ["sd_model_checkpoint", "ext_shown"]
