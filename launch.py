@@ -30,6 +30,8 @@ from modules.launch_utils import (  # noqa: E402,F401 — A1111's `launch` surfa
 DEFAULT_TORCH_COMMAND = "pip install torch==2.13.0"
 OPEN_CLIP_PIN = "open-clip-torch==3.3.0"   # only for its BPE vocabulary file; installed without dependencies
 REQUIREMENTS = ROOT / "requirements.txt"
+# packages installed with --no-deps (their declared torchvision would pull another torch); see the file's header
+REQUIREMENTS_NODEPS = ROOT / "requirements-nodeps.txt"
 
 
 def venv_dir() -> Path:
@@ -57,6 +59,7 @@ def ensure_venv_and_reexec(argv: list[str]) -> None:
 
 def requirements_fingerprint(torch_command: str, args) -> str:
     h = hashlib.sha256(REQUIREMENTS.read_bytes())
+    h.update(REQUIREMENTS_NODEPS.read_bytes())
     h.update(torch_command.encode())
     h.update(OPEN_CLIP_PIN.encode())
     h.update(b"xformers" if args.xformers else b"")
@@ -88,6 +91,8 @@ def install_requirements(args) -> None:
     run([py, "-m", *shlex.split(torch_command)] + (["--force-reinstall"] if args.reinstall_torch else []),
         "installing torch")
     run([py, "-m", "pip", "install", "-r", str(REQUIREMENTS)], "installing requirements")
+    run([py, "-m", "pip", "install", "--no-deps", "-r", str(REQUIREMENTS_NODEPS)],
+        "installing requirements without their dependencies")
     run([py, "-m", "pip", "install", "--no-deps", OPEN_CLIP_PIN], "installing the CLIP vocabulary")
     if args.xformers or args.reinstall_xformers:
         if cuda_present():
