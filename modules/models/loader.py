@@ -18,6 +18,7 @@ from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint, co
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from modules.models.architecture import ArchitectureError, ModelSpec, build_spec, read_yaml_config
+from modules.models.lazy_weights import LazyStateDict, SafetensorsFormatError, component_dtypes
 from modules.models.registry import CheckpointInfo
 from modules.models.safe_load import ModelFileError, load_state_dict
 from modules.models.tokenizer_assets import ensure_tokenizer_files
@@ -73,8 +74,8 @@ def _text_encoder(sd: dict, enc: dict, path: Path):
     prefix = enc["prefix"]
     with init_empty_weights():
         model = cls(cfg)
-    if enc["layout"] == "hf":
-        weights = {"text_model." + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if enc["layout"] == "hf":  # keys first: a LazyStateDict reads a tensor only when its value is asked for
+        weights = {"text_model." + k[len(prefix):]: sd[k] for k in sd.keys() if k.startswith(prefix)}
     else:
         weights = convert_open_clip_checkpoint(model, sd, prefix=prefix)
         # SD2 uses the penultimate layer: the file's last layer is not part of the diffusers-style encoder
@@ -101,7 +102,7 @@ def tokenizer(tokenizer_dir: Path, pad_token: str) -> CLIPTokenizer:
 def read_checkpoint(info: CheckpointInfo, config_override: Path | None = None) -> tuple[dict, ModelSpec]:
     """Reads the weights and works out what they are. Raises ModelFileError naming the file on any problem."""
     path = info.filename
-    sd = load_state_dict(path)
+    sd = open_weights(path)
     yaml_path = config_override or info.config
     try:
         yaml_cfg = read_yaml_config(yaml_path) if yaml_path else None
@@ -111,6 +112,18 @@ def read_checkpoint(info: CheckpointInfo, config_override: Path | None = None) -
     except (KeyError, IndexError, StopIteration) as exc:
         raise ModelFileError(f"{path}: not a complete Stable Diffusion checkpoint (missing {exc})") from None
     return sd, spec
+
+
+def open_weights(path: Path):
+    """A .safetensors file as a LazyStateDict (each tensor read when used, in the precision it will run in: peak
+    memory about one copy of the weights in that precision, see lazy_weights.py); other files through
+    safe_load.load_state_dict."""
+    if Path(path).suffix.lower() != ".safetensors" or not Path(path).is_file():
+        return load_state_dict(path)
+    try:
+        return LazyStateDict(path)
+    except (OSError, SafetensorsFormatError) as exc:
+        raise ModelFileError(f"{path}: cannot be read as a model file: {exc}") from None
 
 
 def native_resolution(info: CheckpointInfo) -> int:
@@ -136,6 +149,8 @@ def native_resolution(info: CheckpointInfo) -> int:
 def build_model(info: CheckpointInfo, sd: dict, spec: ModelSpec, tokenizer_dir: Path, device: torch.device,
                 dtype: torch.dtype, vae_dtype: torch.dtype | None = None) -> SDModel:
     path = info.filename
+    if isinstance(sd, LazyStateDict):  # read each component's tensors straight into the precision it runs in
+        sd.set_dtypes(component_dtypes(dtype, vae_dtype or dtype))
     try:
         unet = _instantiate(UNet2DConditionModel, spec.unet, convert_ldm_unet_checkpoint(sd, spec.unet), "UNet", path)
         vae = _instantiate(AutoencoderKL, spec.vae, convert_ldm_vae_checkpoint(sd, spec.vae), "VAE", path)
@@ -177,11 +192,12 @@ def load_vae_weights(model: SDModel, vae_path: Path | None) -> None:
     if vae_path is None:
         if model.vae_file is None:
             return
-        sd = load_state_dict(model.info.filename)
         source = model.info.filename
     else:
-        sd = load_state_dict(vae_path)
         source = vae_path
+    sd = open_weights(source)
+    if isinstance(sd, LazyStateDict):
+        sd.set_dtypes(lambda _key: model.vae.dtype)
     converted = convert_ldm_vae_checkpoint(sd, dict(model.vae.config))
     expected = set(model.vae.state_dict())
     missing = expected - set(converted)
