@@ -82,9 +82,21 @@ def extras(rt, payload: dict, state) -> list:
     return [engine_extras.upscale(im, **payload["args"]) for im in images]
 
 
+def interrogate(rt, payload: dict, state) -> str:
+    """img2img's Interrogate CLIP / DeepBooru and POST /sdapi/v1/interrogate: {"image": PNG bytes, "model"}."""
+    from modules.interrogate import service
+    interrogator = getattr(rt, "interrogator", None)
+    if interrogator is None:   # made on first use: most sessions never interrogate
+        interrogator = rt.interrogator = service.for_runtime(rt.paths, rt.device.device,
+                                                             getattr(rt.args, "clip_models_path", None))
+    image = payload_codec.png_to_image(payload["image"])
+    return interrogator.interrogate(image, payload.get("model", "clip"), rt.options_view({}).get, state)
+
+
 # The built-in kinds; the runtime owns a copy (Runtime.executors) that extensions may add kinds to.
 EXECUTORS: dict[str, Callable[[Any, dict, Any], Any]] = {
     "txt2img": generate, "img2img": generate, "load_model": load_model, "require_model": require_model,
     "unload_model": unload_model, "reload_vae": reload_vae, "extras": extras, "merge": merge,
+    "interrogate": interrogate,
 }
 

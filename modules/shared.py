@@ -132,6 +132,9 @@ def __getattr__(name: str):
         return _sd_model()
     if name == "sd_upscalers":
         return _sd_upscalers()
+    if name == "interrogator":           # A1111's InterrogateModels: interrogate(pil_image) → CLIP caption
+        from modules import deepbooru
+        return deepbooru.interrogator
     if name == "prompt_styles":
         return runtime().styles
     if name == "styles_filename":

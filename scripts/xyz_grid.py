@@ -161,13 +161,18 @@ def _sampler_names() -> list[str]:
     return samplers.sampler_names()
 
 
-def confirm_samplers(p, xs):
-    from modules.engine import samplers
-    for x in xs:
-        try:
-            samplers.resolve(x, "Automatic")
-        except samplers.SamplerError:
-            raise ParamError("Sampler", f"unknown sampler {x!r}; allowed: {_sampler_names()}") from None
+def _confirm_sampler_names(label: str) -> Callable:
+    def fun(p, xs):
+        from modules.engine import samplers
+        for x in xs:
+            try:
+                samplers.resolve(x, "Automatic")
+            except samplers.SamplerError:
+                raise ParamError(label, f"unknown sampler {x!r}; allowed: {_sampler_names()}") from None
+    return fun
+
+
+confirm_samplers = _confirm_sampler_names("Sampler")
 
 
 def _schedule_names() -> list[str]:
@@ -319,7 +324,8 @@ axis_options = [
     AxisOption("Prompt order", str_permutations, apply_order, format_value=format_value_join_list),
     AxisOptionTxt2Img("Sampler", str, apply_field("sampler_name"), format_value=format_value,
                       confirm=confirm_samplers, choices=_sampler_names),
-    AxisOptionTxt2Img("Hires sampler", str, apply_field("hr_sampler_name"), confirm=confirm_samplers,
+    AxisOptionTxt2Img("Hires sampler", str, apply_field("hr_sampler_name"), confirm=_confirm_sampler_names(
+                      "Hires sampler"),
                       choices=_sampler_names),
     AxisOptionImg2Img("Sampler", str, apply_field("sampler_name"), format_value=format_value,
                       confirm=confirm_samplers, choices=_sampler_names),

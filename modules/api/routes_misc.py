@@ -15,7 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from modules import images
 from modules.api.common import decode_image, encode_png, error_response
 from modules.engine import infotext
+from modules.engine import payload as payload_codec
 from modules.engine.params import ParamError
+from modules.interrogate import service as interrogate_service
+from modules.interrogate.weights import WeightsMissing
 
 
 class ExtrasSingleRequest(BaseModel):
@@ -44,6 +47,11 @@ class FileData(BaseModel):
 class ExtrasBatchRequest(ExtrasSingleRequest):
     image: str = ""
     imageList: list[FileData] = Field(default_factory=list)  # noqa: N815 (A1111's field name)
+
+
+class InterrogateRequest(BaseModel):
+    image: str = ""
+    model: str = "clip"
 
 
 class PngInfoRequest(BaseModel):
@@ -86,8 +94,17 @@ def create_router(rt, deps) -> APIRouter:
         return {"info": text, "items": items, "parameters": infotext.parse(text)}
 
     @r.post("/interrogate")
-    def interrogate(body: dict[str, Any] | None = None):
-        return not_implemented("interrogate (CLIP/DeepBooru)")
+    def interrogate(req: InterrogateRequest):
+        # A1111 answers 404 for an unknown model; the allowed names are in the message
+        if req.model not in interrogate_service.MODELS:
+            return error_response(404, "HTTPException", f"Model not found: {req.model!r}; model must be one of "
+                                  f"{', '.join(interrogate_service.MODELS)}")
+        image = decode_image(req.image, "image").convert("RGB")
+        try:
+            caption = rt.queue.run("interrogate", {"image": payload_codec.image_to_png(image), "model": req.model})
+        except WeightsMissing as exc:   # offline, or the download failed: which file, from where, into which folder
+            return error_response(404, "WeightsMissing", str(exc))
+        return {"caption": caption}
 
     def action_501(path: str):
         def handler(body: dict[str, Any] | None = None):

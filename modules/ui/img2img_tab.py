@@ -11,7 +11,7 @@ from PIL import Image
 
 from modules.engine.params import IMG2IMG_DENOISING_DEFAULT, INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, \
     GenerationParams
-from modules.ui import common, extra_networks, progress
+from modules.ui import common, extra_networks, interrogate_buttons, progress
 
 log = logging.getLogger("sd.ui")
 MODES = ["img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch"]
@@ -56,6 +56,19 @@ def sketch_from_editor(value: dict | None) -> tuple[Image.Image | None, Image.Im
     return composite.convert("RGB"), mask_image
 
 
+def image_for_mode(mode_name: str, image, sketch_value, editor_value, inpaint_sketch_value, up_image):
+    """The picture the current mode shows (what Interrogate describes): the upload, or an editor's image."""
+    if mode_name == "Sketch":
+        return sketch_from_editor(sketch_value)[0]
+    if mode_name == "Inpaint":
+        return mask_from_editor(editor_value)[0]
+    if mode_name == "Inpaint sketch":
+        return sketch_from_editor(inpaint_sketch_value)[0]
+    if mode_name == "Inpaint upload":
+        return up_image
+    return image
+
+
 def _sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
     return gr.ImageEditor(label=label, type="pil", elem_id=elem_id, height=360, sources=["upload", "clipboard"],
                           brush=gr.Brush(colors=SKETCH_COLORS, default_color=SKETCH_COLORS[0],
@@ -67,6 +80,7 @@ def build(rt, native_size: int = 512) -> dict:
     last_images = gr.State([])
     mode = gr.State("img2img")
     top = common.prompt_row(rt, "img2img")
+    interrogate = interrogate_buttons.create()
     with gr.Tabs(elem_id="img2img_extra_tabs") as extra_tabs, \
             gr.Tab("Generation", id="img2img_generation", elem_id="img2img_generation"), gr.Row():
         with gr.Column():
@@ -167,6 +181,8 @@ def build(rt, native_size: int = 512) -> dict:
             return
         yield from progress.follow(job, view, finish, len(results))
 
+    interrogate_buttons.wire(rt, interrogate, top["prompt"], mode, image_for_mode,
+                             [init_image, sketch, editor, inpaint_sketch, upload_image], batch_in, batch_out)
     inputs = [mode, init_image, sketch, editor, inpaint_sketch, upload_image, upload_mask, batch_in, batch_out,
               batch_mask, top["styles"]] + [comps[f] for f in fields] + script_inputs
     outputs = [out["progress"], *results, task]

@@ -31,8 +31,14 @@ def test_list_routes_have_a1111_shapes(server):
     # the built-in Lora and ControlNet are the extensions of a fresh install (A1111 lists its built-ins too);
     # ControlNet is its one script (Lora registers an extra-network kind, not a script)
     assert [(e["name"], e["enabled"]) for e in get(server, "extensions")] == [("Lora", True), ("controlnet", True)]
-    assert get(server, "scripts") == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
-    assert {(i["name"], i["is_alwayson"]) for i in get(server, "script-info")} == {("controlnet", True)}
+    # A1111's own selectable scripts (root scripts/, loaded first) come before the extensions'
+    builtin = {"txt2img": ["prompt matrix", "prompts from file or textbox", "x/y/z plot"],
+               "img2img": ["loopback", "outpainting mk2", "poor man's outpainting", "prompt matrix",
+                           "prompts from file or textbox", "sd upscale", "x/y/z plot"]}
+    assert get(server, "scripts") == {tab: names + ["controlnet"] for tab, names in builtin.items()}
+    info = {(i["name"], i["is_alwayson"], i["is_img2img"]) for i in get(server, "script-info")}
+    assert info == {(name, False, tab == "img2img") for tab, names in builtin.items() for name in names} | {
+        ("controlnet", True, False), ("controlnet", True, True)}
     embeddings = get(server, "embeddings")   # only the bundled demo embedding
     assert set(embeddings) == {"loaded", "skipped"}
     assert set(embeddings["loaded"]) | set(embeddings["skipped"]) == {f.stem for f in DEMO_EMBEDDINGS_DIR.glob("*")
@@ -56,7 +62,7 @@ def test_list_routes_have_a1111_shapes(server):
 
 
 def test_actions_we_do_not_have_answer_501_not_404(server):
-    for path in ("interrogate", "create/embedding", "create/hypernetwork", "train/embedding", "train/hypernetwork"):
+    for path in ("create/embedding", "create/hypernetwork", "train/embedding", "train/hypernetwork"):
         r = requests.post(server.api(path), json={}, timeout=10)
         assert r.status_code == 501, (path, r.status_code)
         assert set(r.json()) == {"error", "detail", "body", "errors"} and "not available" in r.json()["detail"]
@@ -110,8 +116,8 @@ def test_override_settings_and_restore(server):
 
 
 def test_scripts_unknown_are_422(server):
-    r = txt2img(server, script_name="X/Y/Z plot")
-    assert r.status_code == 422 and "X/Y/Z plot" in r.json()["detail"]
+    r = txt2img(server, script_name="No such script")
+    assert r.status_code == 422 and "No such script" in r.json()["detail"]
     r = txt2img(server, alwayson_scripts={"ADetailer": {"args": []}})
     assert r.status_code == 422 and "ADetailer" in r.json()["detail"] and "controlnet" in r.json()["detail"].lower()
     assert txt2img(server, alwayson_scripts={}).status_code == 200
