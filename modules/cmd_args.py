@@ -51,16 +51,29 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     add("--no-half", action="store_true", help="keep the model in fp32")
     add("--no-half-vae", action="store_true", help="keep the VAE in fp32")
     add("--precision", choices=["full", "half", "autocast"], default="autocast")
-    add("--upcast-sampling", action="store_true")
-    add("--medvram", action="store_true")
-    add("--medvram-sdxl", action="store_true")
-    add("--lowvram", action="store_true")
+    add("--upcast-sampling", action="store_true",
+        help="sample in fp32 around a half-precision UNet (what the sampler always does here)")
+    add("--medvram", action="store_true",
+        help="GPU: keep text encoder, UNet and VAE in RAM, each moved to the GPU only while it runs")
+    add("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only")
+    add("--lowvram", action="store_true", help="GPU: like --medvram, but the UNet is moved in block by block")
     add("--lowram", action="store_true")
-    add("--xformers", action="store_true", help="install and use xformers (CUDA only)")
-    add("--force-enable-xformers", action="store_true")
-    add("--opt-sdp-attention", action="store_true")
-    add("--opt-sdp-no-mem-attention", action="store_true")
-    add("--disable-nan-check", action="store_true")
+    add("--xformers", action="store_true", help="use xformers attention (CUDA with xformers installed; else SDPA)")
+    add("--force-enable-xformers", action="store_true", help="same as --xformers")
+    add("--opt-sdp-attention", action="store_true", help="PyTorch scaled-dot-product attention (the default)")
+    add("--opt-sdp-no-mem-attention", action="store_true",
+        help="scaled-dot-product attention without its memory-efficient kernel (deterministic on CUDA)")
+    add("--opt-split-attention", action="store_true", help="attention computed in slices (less memory)")
+    add("--opt-split-attention-v1", action="store_true", help="same as --opt-split-attention")
+    add("--opt-split-attention-invokeai", action="store_true", help="same as --opt-split-attention")
+    add("--opt-sub-quad-attention", action="store_true", help="same as --opt-split-attention")
+    add("--disable-opt-split-attention", action="store_true",
+        help="plain attention, no optimisation (diffusers' classic processor)")
+    add("--opt-channelslast", action="store_true", help="channels-last memory format for the UNet (default on CUDA)")
+    add("--compile", action="store_true", help="torch.compile the UNet (slow first image, faster after)")
+    add("--tiled-vae", action="store_true",
+        help="always decode and encode images in overlapping tiles (large images are tiled anyway when needed)")
+    add("--disable-nan-check", action="store_true", help="do not check UNet and VAE outputs for NaNs")
 
     # paths
     add("--data-dir", default=None, help="base folder for user data (models, outputs, settings)")

@@ -12,6 +12,8 @@ class DeviceConfig:
     device: torch.device
     dtype: torch.dtype          # UNet and text encoders
     vae_dtype: torch.dtype
+    nan_check: bool = True      # --disable-nan-check turns A1111's NaN checks of the UNet and VAE outputs off
+    upcast_sampling: bool = False
 
     @property
     def name(self) -> str:
@@ -32,6 +34,14 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
 
 def from_args(args: argparse.Namespace | None) -> DeviceConfig:
     """args None (library use, tests): fp32 on the CPU. From the command line: see below."""
+    import dataclasses
+    config = _from_args(args)
+    return dataclasses.replace(config, nan_check=not getattr(args, "disable_nan_check", False),
+                               upcast_sampling=bool(getattr(args, "upcast_sampling", False))
+                               and config.dtype != torch.float32)
+
+
+def _from_args(args: argparse.Namespace | None) -> DeviceConfig:
     use_cpu = set(getattr(args, "use_cpu", []) or [])
     cuda = torch.cuda.is_available() and not ({"all", "sd"} & {u.lower() for u in use_cpu})
     if cuda:
@@ -68,6 +78,7 @@ device = device_interrogate = device_gfpgan = device_esrgan = device_codeformer 
 dtype = dtype_unet = dtype_inference = torch.float32
 dtype_vae = torch.float32
 unet_needs_upcast = False
+nan_check = True
 
 
 class NansException(Exception):
@@ -77,10 +88,16 @@ class NansException(Exception):
 def use(config: DeviceConfig) -> None:
     """Make the module-level names describe the runtime's device and precisions."""
     global device, device_interrogate, device_gfpgan, device_esrgan, device_codeformer, dtype, dtype_unet
-    global dtype_inference, dtype_vae
+    global dtype_inference, dtype_vae, nan_check, unet_needs_upcast
     device = device_interrogate = device_gfpgan = device_esrgan = device_codeformer = config.device
     dtype = dtype_unet = dtype_inference = config.dtype
     dtype_vae = config.vae_dtype
+    nan_check = config.nan_check
+    # --upcast-sampling: A1111 keeps the sampler's tensors in fp32 around a half UNet. Our sampler always does
+    # (latents fp32, cast at the UNet call: modules/engine/denoiser.py), so the flag only shows up here.
+    unet_needs_upcast = config.upcast_sampling
+    if config.upcast_sampling:
+        dtype_inference = torch.float32
 
 
 def get_optimal_device_name() -> str:
@@ -122,7 +139,37 @@ def cond_cast_float(tensor):
     return tensor.float() if tensor is not None and hasattr(tensor, "float") else tensor
 
 
-def test_for_nans(x, where: str) -> None:
-    """A1111: raise NansException when `x` is all NaN (`where` is "unet" or "vae")."""
-    if bool(torch.isnan(x).all()):
-        raise NansException(f"A tensor with all NaNs was produced in {where}.")
+def is_half(dt: torch.dtype) -> bool:
+    return dt in (torch.float16, torch.bfloat16)
+
+
+def nan_message(where: str, half: bool | None = None) -> str:
+    """A1111's message for a NaN output, whose first sentence users search for; the advice names our flags."""
+    if where == "unet":
+        half = is_half(dtype_unet) if half is None else half
+        text = "A tensor with NaNs was produced in Unet."
+        if half:
+            text += (" Half precision may not be enough to represent this picture, or the GPU may not support "
+                     "half-precision types: try the --no-half (or --upcast-sampling) command-line flag.")
+    elif where == "vae":
+        half = is_half(dtype_vae) if half is None else half
+        text = "A tensor with NaNs was produced in VAE."
+        if half:
+            text += (" Half precision may not be enough to represent this picture: try the --no-half-vae "
+                     "command-line flag.")
+    else:
+        text = "A tensor with NaNs was produced."
+    return text + " Use --disable-nan-check to turn this check off."
+
+
+def has_nans(x: torch.Tensor) -> bool:
+    return bool(torch.isnan(x).any())
+
+
+def test_for_nans(x, where: str, half: bool | None = None) -> None:
+    """A1111: raise NansException when `x` has NaNs (`where` is "unet" or "vae"), unless --disable-nan-check.
+    A1111 looks at one element only; `any` costs little next to the network that made `x` and misses nothing."""
+    if not nan_check or x is None:
+        return
+    if has_nans(x):
+        raise NansException(nan_message(where, half))

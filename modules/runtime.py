@@ -22,6 +22,8 @@ from modules.jobs import JobQueue, JobState, QueuedJob
 from modules.localization import Localizations
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
+from modules.models.model_options import ModelOptions
+from modules.models import upscaler_models
 from modules.models.registry import ModelRegistry
 from modules.networks import hypernetwork, textual_inversion
 from modules.networks.network_files import NetworkCatalog
@@ -47,7 +49,8 @@ class Runtime:
         self.models = ModelManager(
             self.registry, self.device, self.paths.tokenizer_dir, vae_setting=lambda: self.options.sd_vae,
             forced_vae=Path(args.vae_path).resolve() if args.vae_path else None,
-            config_override=Path(args.config).resolve() if args.config else None)
+            config_override=Path(args.config).resolve() if args.config else None,
+            options=ModelOptions.from_args(args), setting=self._setting, tiled_vae=getattr(args, "tiled_vae", False))
         self.models.on_loaded.append(self._remember_checkpoint)
         self.executors = dict(job_executors.EXECUTORS)
         self.queue = JobQueue(self._execute)
@@ -60,6 +63,11 @@ class Runtime:
         self.extra_networks.register(hypernetwork.HypernetworkHandler(
             self.hypernetworks, lambda key, default=None: self.options.data.get(key, default)))
         self.styles = StyleDatabase(self.paths.styles_file)
+        # upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT, ScuNET) through spandrel; their tile settings
+        self.upscaler_models = upscaler_models.UpscalerModels(
+            self.paths.models, args, self.paths.cache,  # on devices.device_esrgan
+            options_get=lambda key, default=None: self.options.data.get(key, default))
+        self.options.info.update(upscaler_models.option_templates())
         # localizations/*.json and extensions/*/localizations/*.json; Settings → Localization offers their names
         self.localizations = Localizations(
             [self.paths.localizations], [self.paths.extensions, paths_mod.SCRIPT_DIR / "extensions-builtin"])
@@ -68,6 +76,12 @@ class Runtime:
         self.options.info["sd_model_checkpoint"].onchange = self._on_checkpoint_setting
         self.options.info["sd_vae"].choices = lambda: ["Automatic", "None"] + [v.name for v in self.registry.vaes]
         self.options.info["sd_vae"].onchange = lambda _value: self.queue.run("reload_vae")
+
+    def _setting(self, key: str, default=None):
+        try:
+            return self.options.get(key)
+        except OptionError:
+            return default
 
     # --- models --------------------------------------------------------------------------------------------------
     def startup_checkpoint(self):
@@ -213,7 +227,8 @@ class Runtime:
             randn_source=view.randn_source,
             preview_every=view.show_progress_every_n_steps if view.live_previews_enable else 0,
             use_old_scheduling=bool(view.get("use_old_scheduling", False)),
-            extra_noise=float(view.get("img2img_extra_noise", 0.0) or 0.0))
+            extra_noise=float(view.get("img2img_extra_noise", 0.0) or 0.0),
+            upscalers=upscaler_models.JobUpscalers(self.upscaler_models, view.get))
 
     @property
     def params_file(self) -> Path:

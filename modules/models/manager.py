@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import dataclasses
+
+import torch
+
+from modules import devices
 from modules.devices import DeviceConfig, torch_gc
+from modules.models import model_options
+from modules.models.model_options import ModelOptions, VaePolicy
 from modules.models.diffusers_folder import load_folder
 from modules.models.loader import SDModel, build_model, load_vae_weights, read_checkpoint, tokenizer
 from modules.models.registry import CheckpointInfo, ModelRegistry
@@ -25,7 +32,9 @@ class NoModelError(RuntimeError):
 class ModelManager:
     def __init__(self, registry: ModelRegistry, device: DeviceConfig, tokenizer_dir: Path,
                  vae_setting: Callable[[], str] = lambda: "Automatic", forced_vae: Path | None = None,
-                 config_override: Path | None = None):
+                 config_override: Path | None = None, options: ModelOptions | None = None,
+                 setting: Callable[[str, object], object] = lambda _key, default: default,
+                 tiled_vae: bool = False):
         self.registry = registry
         self.device = device
         self.tokenizer_dir = tokenizer_dir
@@ -36,6 +45,9 @@ class ModelManager:
         self.lock = threading.RLock()
         self.on_loaded: list[Callable[[SDModel], None]] = []
         self.last_load_seconds: float | None = None
+        self.options = options or ModelOptions()
+        self.setting = setting          # (key, default) → the setting's value, read when it is needed
+        self.tiled_vae = tiled_vae      # --tiled-vae
 
     def default_checkpoint(self) -> CheckpointInfo | None:
         return self.registry.default_checkpoint()
@@ -69,15 +81,24 @@ class ModelManager:
             previous_info = self.model.info if self.model is not None else None
             self.model = None
             torch_gc()  # free the old weights before the new ones are materialised
+            # with --medvram/--lowvram the weights are built in RAM and only moved in while they run
+            offload = self.options.memory.mode_for(spec.family == "sdxl" if spec else True) != "none"
+            build_device = torch.device("cpu") if offload else self.device.device
             try:
                 if info.is_diffusers_dir:
-                    model = load_folder(info, lambda pad: tokenizer(self.tokenizer_dir, pad), self.device.device,
+                    model = load_folder(info, lambda pad: tokenizer(self.tokenizer_dir, pad), build_device,
                                         self.device.dtype, self.device.vae_dtype)
                 else:
-                    model = build_model(info, sd, spec, self.tokenizer_dir, self.device.device, self.device.dtype,
+                    model = build_model(info, sd, spec, self.tokenizer_dir, build_device, self.device.dtype,
                                         self.device.vae_dtype)
                 del sd
+                model.device = self.device.device
                 self._apply_vae(model)
+                model.extra["vae_policy"] = self._vae_policy()
+                if build_device != self.device.device and self.options.memory.mode_for(model.is_sdxl) == "none":
+                    for net in (model.unet, model.vae, *model.text_encoders):   # --medvram-sdxl, not an SDXL
+                        net.to(self.device.device)
+                model_options.apply(model, self.options, self.device)
             except Exception:
                 if previous_info is not None:  # keep serving with the model the user had
                     try:
@@ -91,6 +112,19 @@ class ModelManager:
             for callback in self.on_loaded:
                 callback(model)
             return model
+
+    def _vae_policy(self) -> VaePolicy:
+        return VaePolicy(nan_check=self.device.nan_check,
+                         auto_precision=lambda: bool(self.setting("auto_vae_precision", True)),
+                         auto_precision_bf16=lambda: bool(self.setting("auto_vae_precision_bfloat16", False)),
+                         tiled=lambda: self.tiled_vae or bool(self.setting("tiled_vae", False)),
+                         on_upcast=self._keep_vae_dtype)
+
+    def _keep_vae_dtype(self, dtype: torch.dtype) -> None:
+        """A1111: after a NaN fall-back the VAE stays in that precision for the rest of the session (later
+        checkpoints too)."""
+        self.device = dataclasses.replace(self.device, vae_dtype=dtype)
+        devices.dtype_vae = dtype
 
     def _is_forced(self, info: CheckpointInfo) -> bool:
         return any(info.filename == p for p in self.registry.extra_checkpoints)
