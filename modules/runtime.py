@@ -23,7 +23,6 @@ from modules.localization import Localizations
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.model_options import ModelOptions
-from modules.models import upscaler_models
 from modules.models.registry import ModelRegistry
 from modules.networks import hypernetwork, textual_inversion
 from modules.networks.network_files import NetworkCatalog
@@ -63,11 +62,6 @@ class Runtime:
         self.extra_networks.register(hypernetwork.HypernetworkHandler(
             self.hypernetworks, lambda key, default=None: self.options.data.get(key, default)))
         self.styles = StyleDatabase(self.paths.styles_file)
-        # upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT, ScuNET) through spandrel; their tile settings
-        self.upscaler_models = upscaler_models.UpscalerModels(
-            self.paths.models, args, self.paths.cache,  # on devices.device_esrgan
-            options_get=lambda key, default=None: self.options.data.get(key, default))
-        self.options.info.update(upscaler_models.option_templates())
         # localizations/*.json and extensions/*/localizations/*.json; Settings → Localization offers their names
         self.localizations = Localizations(
             [self.paths.localizations], [self.paths.extensions, paths_mod.SCRIPT_DIR / "extensions-builtin"])
@@ -227,8 +221,7 @@ class Runtime:
             randn_source=view.randn_source,
             preview_every=view.show_progress_every_n_steps if view.live_previews_enable else 0,
             use_old_scheduling=bool(view.get("use_old_scheduling", False)),
-            extra_noise=float(view.get("img2img_extra_noise", 0.0) or 0.0),
-            upscalers=upscaler_models.JobUpscalers(self.upscaler_models, view.get))
+            extra_noise=float(view.get("img2img_extra_noise", 0.0) or 0.0))
 
     @property
     def params_file(self) -> Path:
