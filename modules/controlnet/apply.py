@@ -95,6 +95,8 @@ class ControlNetHook:
     def _controlnet(self, au: ActiveUnit, call, width: int, height: int, soft: bool) -> None:
         model = au.model
         rows = self._rows(au, call)
+        if rows is not None and not rows:   # a UNet batch of negative-prompt rows only, and a prompt-only unit
+            return
         x = call.x[:, :4]
         context, added = call.context, call.added_cond
         if rows is not None:    # prompt rows only: run the ControlNet on those rows, zeros elsewhere

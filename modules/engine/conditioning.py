@@ -179,6 +179,14 @@ def encode_text(model, text: str, clip_skip: int = 1, embeddings: dict | None = 
     return Conditioning(torch.cat(per_encoder, dim=-1), pooled, tuple(dict.fromkeys(used)))
 
 
+def repeat_last(contexts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A1111's batching of prompts of different lengths (its reconstruct_cond_batch): the shorter ones repeat their
+    last vector up to the longest."""
+    longest = max(c.shape[1] for c in contexts)
+    return [c if c.shape[1] == longest else torch.cat([c, c[:, -1:].expand(-1, longest - c.shape[1], -1)], dim=1)
+            for c in contexts]
+
+
 def pad_contexts(model, contexts: list[torch.Tensor], clip_skip: int = 1) -> list[torch.Tensor]:
     """Prompts with fewer 75-token chunks are padded with the empty prompt's chunk so that all can be batched."""
     longest = max(c.shape[1] for c in contexts)
@@ -197,10 +205,15 @@ class StepBatch:
     pooled: torch.Tensor | None
     uncond_rows: list[int] | None
     cond_rows: list[list[tuple[int, float]]]
+    # set when the prompt and negative-prompt rows have different token lengths and are run as two UNet batches
+    # (A1111's default, "Pad prompt/negative prompt" off): `context` then holds the prompt rows only
+    uncond_context: torch.Tensor | None = None
+    padded: bool = False    # the shorter side was padded with empty-prompt chunks (A1111's "Pad conds")
 
     @functools.cached_property  # the batch object is reused while the texts stay the same
     def image_of_row(self) -> list[int]:
-        rows = [0] * self.context.shape[0]
+        extra = self.uncond_context.shape[0] if self.uncond_context is not None else 0
+        rows = [0] * (self.context.shape[0] + extra)
         for b, parts in enumerate(self.cond_rows):
             for row, _ in parts:
                 rows[row] = b
@@ -233,8 +246,9 @@ class StepConditioner:
 
     def __init__(self, model, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int,
                  cfg_scale: float, *, hires_steps: int | None = None, use_old_scheduling: bool = False,
-                 embeddings: dict | None = None):
+                 embeddings: dict | None = None, pad_cond_uncond: bool = False):
         self.model, self.clip_skip, self.embeddings = model, clip_skip, embeddings
+        self.pad_cond_uncond = pad_cond_uncond
         self.indexes = embedding_indexes(model, embeddings) if embeddings else None
         self.used_embeddings: dict[str, None] = {}  # ordered set of the embeddings the encoded texts used
         self._cache: dict[str, Conditioning] = {}
@@ -282,8 +296,18 @@ class StepConditioner:
         if key == self._last_key:
             return self._last_batch
         conds = [self._get(t) for t in texts]
-        contexts = pad_contexts(self.model, [c.context for c in conds], self.clip_skip)
+        n_cond = sum(len(r) for r in cond_rows)
+        cond = torch.cat(repeat_last([c.context for c in conds[:n_cond]]))
+        uncond = torch.cat(repeat_last([c.context for c in conds[n_cond:]])) if uncond_rows else None
         pooled = torch.cat([c.pooled for c in conds]) if conds[0].pooled is not None else None
+        separate, padded = None, False
+        if uncond is not None and uncond.shape[1] != cond.shape[1]:
+            if self.pad_cond_uncond:
+                cond, uncond = pad_contexts(self.model, [cond, uncond], self.clip_skip)
+                padded = True
+            else:
+                separate = uncond
+        context = cond if separate is not None or uncond is None else torch.cat([cond, uncond])
         self._last_key = key
-        self._last_batch = StepBatch(torch.cat(contexts), pooled, uncond_rows, cond_rows)
+        self._last_batch = StepBatch(context, pooled, uncond_rows, cond_rows, separate, padded)
         return self._last_batch

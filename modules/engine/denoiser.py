@@ -27,6 +27,16 @@ class Denoiser:
         self.width, self.height, self.hooks, self.p = width, height, hooks, p
         self.image_cond = image_cond
         self.inner_model = model.unet
+        self.last_uncond: torch.Tensor | None = None
+
+    def cond_only(self, x: torch.Tensor, step: StepInfo, prompt_step: int) -> torch.Tensor:
+        """A1111's "Negative Guidance minimum sigma": the prompt's prediction alone (guidance scale 1)."""
+        scale = self.cfg_scale
+        self.cfg_scale = 1.0
+        try:
+            return self(x, step, prompt_step)
+        finally:
+            self.cfg_scale = scale
 
     def __call__(self, x: torch.Tensor, step: StepInfo, prompt_step: int) -> torch.Tensor:
         """x: the scheduler-scaled latents, one row per image → the guided model output, one row per image."""
@@ -36,17 +46,34 @@ class Denoiser:
         n_cond = batch.n_cond
         x_in = x[rows]
         image_cond = self.image_cond[rows] if self.image_cond is not None else None
-        context, pooled = batch.context, batch.pooled
+        context, pooled, uncond_context = batch.context, batch.pooled, batch.uncond_context
+        if batch.padded and isinstance(getattr(self.p, "extra_generation_params", None), dict):
+            self.p.extra_generation_params["Pad conds"] = True
         if hooks.has("cfg_denoiser"):
-            x_in, image_cond, context, pooled = self._cfg_denoiser(x_in, image_cond, context, pooled, n_cond, step)
+            x_in, image_cond, context, pooled, uncond_context = self._cfg_denoiser(
+                x_in, image_cond, context, pooled, n_cond, step, uncond_context)
         unet_x = torch.cat([x_in, image_cond.to(x_in.dtype)], dim=1) if image_cond is not None else x_in
         added = sdxl_added_cond(model, pooled, self.width, self.height) if model.is_sdxl else None
-        call = UNetCall(unet_x, step.timestep, context, added, list(range(n_cond)), list(range(n_cond, len(rows))),
-                        rows, step, self.p, model)
-        hooks.fire("before_unet", call)
-        out = self._unet(call)
+        if uncond_context is None:
+            call = UNetCall(unet_x, step.timestep, context, added, list(range(n_cond)),
+                            list(range(n_cond, len(rows))), rows, step, self.p, model)
+            hooks.fire("before_unet", call)
+            out = self._unet(call)
+        else:
+            # prompt and negative prompt of different token lengths: two UNet batches, as A1111 runs them
+            outs = []
+            for part, ctx, n_c in ((slice(0, n_cond), context, n_cond), (slice(n_cond, None), uncond_context, 0)):
+                sub_x = unet_x[part]
+                sub_added = {k: v[part] for k, v in added.items()} if added else None
+                call = UNetCall(sub_x, step.timestep, ctx, sub_added, list(range(n_c)),
+                                list(range(n_c, sub_x.shape[0])), rows[part], step, self.p, model)
+                hooks.fire("before_unet", call)
+                outs.append(self._unet(call))
+            out = torch.cat(outs)
         if hooks.has("cfg_denoised"):
             hooks.fire("cfg_denoised", CFGDenoisedParams(out, step.sampling_step, step.total, self.inner_model))
+        # DDIM CFG++ steps along the unconditional prediction
+        self.last_uncond = out[batch.uncond_rows] if batch.uncond_rows is not None else None
         combined = batch.combine(out, self.cfg_scale)
         if hooks.has("cfg_after_cfg"):
             params = AfterCFGCallbackParams(combined, step.sampling_step, step.total)
@@ -76,21 +103,25 @@ class Denoiser:
         return 1 + sum(len(b.resnets) + (1 if getattr(b, "downsamplers", None) else 0)
                        for b in self.model.unet.down_blocks)
 
-    def _cfg_denoiser(self, x_in, image_cond, context, pooled, n_cond: int, step: StepInfo):
+    def _cfg_denoiser(self, x_in, image_cond, context, pooled, n_cond: int, step: StepInfo, uncond_context=None):
         """A1111's on_cfg_denoiser: conds as A1111 passes them (SDXL: {"crossattn", "vector"}), read back after."""
-        def split(rows: slice):
+        def split(ctx, rows: slice):
             if pooled is None:
-                return context[rows]
-            return {"crossattn": context[rows], "vector": pooled[rows]}
-        has_uncond = context.shape[0] > n_cond
+                return ctx
+            return {"crossattn": ctx, "vector": pooled[rows]}
+        if uncond_context is None:
+            cond_ctx, uncond_ctx = context[:n_cond], (context[n_cond:] if context.shape[0] > n_cond else None)
+        else:
+            cond_ctx, uncond_ctx = context, uncond_context
         sigma = torch.full((x_in.shape[0],), float(step.sigma), device=x_in.device)
         params = CFGDenoiserParams(x_in, image_cond, sigma, step.sampling_step, step.total,
-                                   split(slice(0, n_cond)), split(slice(n_cond, None)) if has_uncond else None, self)
+                                   split(cond_ctx, slice(0, n_cond)),
+                                   split(uncond_ctx, slice(n_cond, None)) if uncond_ctx is not None else None, self)
         self.hooks.fire("cfg_denoiser", params)
         parts = [params.text_cond] + ([params.text_uncond] if params.text_uncond is not None else [])
-        if pooled is None:
-            context = torch.cat(parts)
-        else:
-            context = torch.cat([c["crossattn"] for c in parts])
+        if pooled is not None:
             pooled = torch.cat([c["vector"] for c in parts])
-        return params.x, params.image_cond, context, pooled
+            parts = [c["crossattn"] for c in parts]
+        if len(parts) == 2 and parts[0].shape[1] != parts[1].shape[1]:
+            return params.x, params.image_cond, parts[0], pooled, parts[1]
+        return params.x, params.image_cond, torch.cat(parts), pooled, None

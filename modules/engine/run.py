@@ -10,7 +10,7 @@ batch runs. Saving is not done here: the runtime saves what the run returns.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,9 @@ class RunOptions:
     preview_every: int = 0           # live preview every N steps; 0 = off
     use_old_scheduling: bool = False
     extra_noise: float = 0.0         # A1111's img2img_extra_noise: more noise after img2img/hires noising
+    # the model upscalers hr_upscaler may name (modules.models.upscaler_models.JobUpscalers); None: Pillow/latent only
+    upscalers: Any = None
+    sampler: samplers.SamplerOptions = field(default_factory=samplers.SamplerOptions)
 
 
 def _stopped(state) -> bool:
@@ -74,7 +77,8 @@ class _Batch:
     def conds(self, prompts, negatives, steps, hires_steps=None) -> StepConditioner:
         conds = StepConditioner(self.model, prompts, negatives, steps, self.opts.clip_skip, self.p.cfg_scale,
                                 hires_steps=hires_steps, use_old_scheduling=self.opts.use_old_scheduling,
-                                embeddings=self.p.patches.embeddings)
+                                embeddings=self.p.patches.embeddings,
+                                pad_cond_uncond=self.opts.sampler.pad_cond_uncond)
         self.conditioners.append(conds)
         return conds
 
@@ -89,7 +93,8 @@ class _Batch:
                         c=conds, uc=None)
         denoiser = Denoiser(self.model, conds, p.cfg_scale, width, height, self.hooks, p, image_cond)
         return sample(self.model, run, init, noise, gens, denoiser, self.hooks, state=self.state, p=p,
-                      blend_mask=blend_mask, noise_seed=p.seeds[0] + self.opts.ensd, on_step=self.on_step)
+                      blend_mask=blend_mask, noise_seed=p.seeds[0] + self.opts.ensd, seeds=list(p.seeds),
+                      options=self.opts.sampler, on_step=self.on_step)
 
     def extra_noise(self) -> float:
         amount = self.opts.extra_noise
@@ -127,9 +132,20 @@ class _Batch:
             images = latents_to_images(self.model, latents)
             resample = IMAGE_UPSCALERS[upscaler] or Image.Resampling.LANCZOS
             init = images_to_latents(self.model, [im.resize((width, height), resample) for im in images])
+        elif self.opts.upscalers is not None and (model := self.opts.upscalers.find(upscaler)) is not None:
+            # A1111: the decoded image is enlarged by the model, then resized to the hires size
+            images = latents_to_images(self.model, latents)
+            upscaled = []
+            for im in images:
+                scale = max(width / im.width, height / im.height)
+                out = self.opts.upscalers.upscale(model, im, scale, self.state)
+                upscaled.append(out if out.size == (width, height) else
+                                out.resize((width, height), Image.Resampling.LANCZOS))
+            init = images_to_latents(self.model, upscaled)
         else:
+            models = self.opts.upscalers.names() if self.opts.upscalers is not None else []
             raise ParamError("hr_upscaler", f"unknown upscaler {upscaler!r}; choose one of "
-                                            f"{list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)}")
+                                            f"{list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS) + models}")
         self.hooks.fire("before_hr", p)  # as A1111: the first pass is upscaled, the hires pass not started
         steps = p.hr_second_pass_steps or p.steps
         hr_prompts = p.hr_prompts if p.hr_prompts else p.prompts

@@ -1,12 +1,13 @@
-"""A1111 sampler and schedule names, mapped onto diffusers schedulers.
+"""A1111 sampler and schedule names.
 
-Each sampler names the diffusers scheduler class that implements it and its options. Schedule types become either a
+Most samplers run as A1111 runs them (modules/engine/k_sampling.py: k-diffusion-style functions over A1111's σ lists
+and timestep grids, with A1111's noise), so the same infotext gives the same image. UniPC and LCM still run through
+a diffusers scheduler (close to A1111, not equal). For those, each sampler names the diffusers scheduler class and its
+options. Schedule types become either a
 diffusers option (Karras/Exponential/Beta sigmas, a timestep spacing) or, for schedulers that take custom sigmas, a
 sigma list computed here (Polyexponential, KL Optimal, Align Your Steps; diffusers has no option for those, so the
 few lines that compute them are ours). Only pairs that run are offered: GET /samplers and /schedulers list these.
 
-Not offered, because diffusers has no implementation and we have not written one yet: DPM++ 2S a (ancestral
-single-step), DPM fast, DPM adaptive, Restart, DDIM CFG++.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import diffusers
 import numpy as np
+import torch
 
 
 class SamplerError(ValueError):
@@ -40,12 +42,17 @@ SCHEDULE_RHO = {"Karras": 7.0, "Polyexponential": 1.0}
 @dataclass(frozen=True)
 class SamplerSpec:
     name: str
-    cls: str
+    cls: str | None = None           # a diffusers scheduler class (samplers we run through diffusers)
     options: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     default_schedule: str = "Uniform"
-    ancestral: bool = False   # draws fresh noise every step (ENSD applies)
+    ancestral: bool = False   # A1111's uses_ensd: draws fresh noise every step (ENSD is written to the infotext)
     requires: str | None = None
+    func: str | None = None          # our A1111-exact sampler function in modules.engine.k_sampling
+    kind: str = "k"                  # "k": over a σ list; "timesteps": DDIM-style over A1111's timestep grid
+    discard_penultimate: bool = False  # A1111 drops the next-to-last σ (and samples one step more)
+    brownian: bool = False           # SDE samplers: noise from a Brownian tree seeded with the image seeds
+    second_order: bool = False
 
     def to_api(self) -> dict:
         return {"name": self.name, "aliases": list(self.aliases), "options": {}}
@@ -56,7 +63,10 @@ class SamplerSpec:
 
     @property
     def schedules(self) -> tuple[str, ...]:
-        """The schedule types this sampler's scheduler can follow."""
+        """The schedule types this sampler follows. Our A1111-exact samplers take every schedule, as in A1111 (the
+        timestep samplers DDIM/PLMS ignore it there too); diffusers-run ones what their scheduler offers."""
+        if self.cls is None:
+            return tuple(SCHEDULES[1:]) if self.kind == "k" else ("Uniform",)
         import inspect
         cls = getattr(diffusers, self.cls)
         init = inspect.signature(cls.__init__).parameters
@@ -67,28 +77,36 @@ class SamplerSpec:
         return tuple(s for s in SCHEDULES if s in out) or ("Uniform",)
 
 
+def _k(name, func, aliases, **kw) -> SamplerSpec:
+    return SamplerSpec(name, aliases=aliases, func=func, **kw)
+
+
+# A1111 v1.10.1's list, in its order, with its aliases and per-sampler options
 SAMPLERS_ALL: list[SamplerSpec] = [
-    SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2},
-                ("k_dpmpp_2m",), default_schedule="Karras"),
-    SamplerSpec("DPM++ SDE", "DPMSolverSDEScheduler", {}, ("k_dpmpp_sde",), default_schedule="Karras",
-                ancestral=True, requires="torchsde"),
-    SamplerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
-                ("k_dpmpp_2m_sde",), default_schedule="Exponential", ancestral=True),
-    SamplerSpec("DPM++ 2M SDE Heun", "DPMSolverMultistepScheduler",
-                {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
-                ("k_dpmpp_2m_sde_heun",), default_schedule="Exponential", ancestral=True),
-    SamplerSpec("DPM++ 3M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
-                ("k_dpmpp_3m_sde",), default_schedule="Exponential", ancestral=True),
-    SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", {}, ("k_euler_a", "k_euler_ancestral"),
-                ancestral=True),
-    SamplerSpec("Euler", "EulerDiscreteScheduler", {}, ("k_euler",)),
-    SamplerSpec("LMS", "LMSDiscreteScheduler", {}, ("k_lms",)),
-    SamplerSpec("Heun", "HeunDiscreteScheduler", {}, ("k_heun",)),
-    SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, ("k_dpm_2",), default_schedule="Karras"),
-    SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, ("k_dpm_2_a",), default_schedule="Karras",
-                ancestral=True),
-    SamplerSpec("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, ("ddim",), default_schedule="DDIM"),
-    SamplerSpec("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, ("plms",), default_schedule="DDIM"),
+    _k("DPM++ 2M", "dpmpp_2m", ("k_dpmpp_2m",), default_schedule="Karras"),
+    _k("DPM++ SDE", "dpmpp_sde", ("k_dpmpp_sde",), default_schedule="Karras", second_order=True, brownian=True,
+       requires="torchsde"),
+    _k("DPM++ 2M SDE", "dpmpp_2m_sde", ("k_dpmpp_2m_sde",), default_schedule="Exponential", brownian=True,
+       requires="torchsde"),
+    _k("DPM++ 2M SDE Heun", "dpmpp_2m_sde", ("k_dpmpp_2m_sde_heun",), default_schedule="Exponential", brownian=True,
+       options={"solver_type": "heun"}, requires="torchsde"),
+    _k("DPM++ 2S a", "dpmpp_2s_ancestral", ("k_dpmpp_2s_a",), default_schedule="Karras", ancestral=True,
+       second_order=True),
+    _k("DPM++ 3M SDE", "dpmpp_3m_sde", ("k_dpmpp_3m_sde",), default_schedule="Exponential",
+       discard_penultimate=True, brownian=True, requires="torchsde"),
+    _k("Euler a", "euler_ancestral", ("k_euler_a", "k_euler_ancestral"), ancestral=True),
+    _k("Euler", "euler", ("k_euler",)),
+    _k("LMS", "lms", ("k_lms",)),
+    _k("Heun", "heun", ("k_heun",), second_order=True),
+    _k("DPM2", "dpm_2", ("k_dpm_2",), default_schedule="Karras", discard_penultimate=True, second_order=True),
+    _k("DPM2 a", "dpm_2_ancestral", ("k_dpm_2_a",), default_schedule="Karras", discard_penultimate=True,
+       ancestral=True, second_order=True),
+    _k("DPM fast", "dpm_fast", ("k_dpm_fast",), ancestral=True),
+    _k("DPM adaptive", "dpm_adaptive", ("k_dpm_ad",), ancestral=True),
+    _k("Restart", "restart", ("restart",), default_schedule="Karras", second_order=True),
+    _k("DDIM", "ddim", ("ddim",), kind="timesteps"),
+    _k("DDIM CFG++", "ddim_cfgpp", ("ddim_cfgpp",), kind="timesteps"),
+    _k("PLMS", "plms", ("plms",), kind="timesteps"),
     SamplerSpec("UniPC", "UniPCMultistepScheduler", {}, ("unipc",)),
     SamplerSpec("LCM", "LCMScheduler", {}, ("k_lcm",), default_schedule="SGM Uniform"),
 ]
@@ -188,3 +206,81 @@ def prepare(spec: SamplerSpec, schedule: str, base_config: dict, steps: int, dev
     else:
         scheduler.set_timesteps(steps, device=device)
     return scheduler
+
+
+@dataclass
+class SamplerOptions:
+    """A1111's settings that change sampling (Settings → Sampler parameters), with A1111's defaults. 0 for
+    sigma_min/sigma_max/rho means "the model's / the schedule's own"."""
+    eta_ancestral: float = 1.0
+    eta_ddim: float = 0.0
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 0.0
+    s_noise: float = 1.0
+    sigma_min: float = 0.0
+    sigma_max: float = 0.0
+    rho: float = 0.0
+    always_discard_next_to_last_sigma: bool = False
+    sgm_noise_multiplier: bool = False
+    pad_cond_uncond: bool = False
+    s_min_uncond: float = 0.0
+    beta_dist_alpha: float = 0.6
+    beta_dist_beta: float = 0.6
+    uni_pc_variant: str = "bh1"
+    uni_pc_order: int = 3
+    uni_pc_skip_type: str = "time_uniform"
+    uni_pc_lower_order_final: bool = True
+
+
+def k_sigmas(spec: SamplerSpec, schedule: str, steps: int, sched, opts: SamplerOptions | None = None,
+             sdxl: bool = False, extra: dict | None = None):
+    """A1111's σ list for a k-diffusion sampler: `steps` σ values then 0 (steps + 1 before dropping the next-to-last
+    for the DPM2 family and DPM++ 3M SDE, or always with the setting). Settings that differ from the model's own
+    σmin/σmax or the schedule's ρ are used and recorded in `extra` under A1111's infotext keys."""
+    from modules.engine import k_sampling as ks
+    opts = opts or SamplerOptions()
+    extra = {} if extra is None else extra
+    discard = spec.discard_penultimate
+    if opts.always_discard_next_to_last_sigma and not discard:
+        discard = True
+        extra["Discard penultimate sigma"] = True
+    n = steps + (1 if discard else 0)
+    m_min, m_max = float(sched.sigma_min), float(sched.sigma_max)
+    smin, smax = m_min, m_max
+    if schedule not in ("Uniform", "Automatic"):
+        if opts.sigma_min and opts.sigma_min != m_min:
+            smin = extra["Schedule min sigma"] = opts.sigma_min
+        if opts.sigma_max and opts.sigma_max != m_max:
+            smax = extra["Schedule max sigma"] = opts.sigma_max
+    rho = SCHEDULE_RHO.get(schedule)
+    if rho is not None and opts.rho and opts.rho != rho:
+        rho = extra["Schedule rho"] = opts.rho
+    if schedule == "Uniform":
+        sigmas = sched.uniform(n)
+    elif schedule == "Karras":
+        sigmas = ks.karras(n, smin, smax, rho)
+    elif schedule == "Exponential":
+        sigmas = ks.exponential(n, smin, smax)
+    elif schedule == "Polyexponential":
+        sigmas = ks.polyexponential(n, smin, smax, rho)
+    elif schedule == "SGM Uniform":
+        sigmas = ks.sgm_uniform(n, smin, smax, sched)
+    elif schedule == "KL Optimal":
+        sigmas = ks.kl_optimal(n, smin, smax)
+    elif schedule == "Align Your Steps":
+        sigmas = ks.align_your_steps(n, sdxl)
+    elif schedule == "Simple":
+        sigmas = ks.simple(n, sched)
+    elif schedule == "Normal":
+        sigmas = ks.normal(n, smin, smax, sched)
+    elif schedule == "DDIM":
+        sigmas = ks.ddim_uniform(n, sched)
+    elif schedule == "Beta":
+        extra["Beta schedule alpha"], extra["Beta schedule beta"] = opts.beta_dist_alpha, opts.beta_dist_beta
+        sigmas = ks.beta(n, smin, smax, opts.beta_dist_alpha, opts.beta_dist_beta)
+    else:
+        raise SamplerError(f"scheduler: unknown schedule type {schedule!r}; choose one of {SCHEDULES}")
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas.float()

@@ -65,8 +65,13 @@ def _sigma_of(scheduler) -> Callable[[object], float]:
 
 
 def sample(model, run: Pass, latents_init, noise, generators, denoiser: Denoiser, hooks: Hooks, *, state=None,
-           p=None, blend_mask=None, noise_seed: int | None = None,
+           p=None, blend_mask=None, noise_seed: int | None = None, seeds: list[int] | None = None,
+           options: samplers.SamplerOptions | None = None,
            on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    if run.sampler.func is not None:
+        from modules.engine import a1111_loop
+        return a1111_loop.sample(model, run, latents_init, noise, generators, denoiser, hooks, state=state, p=p,
+                                 blend_mask=blend_mask, seeds=seeds, options=options, on_step=on_step)
     scheduler = samplers.prepare(run.sampler, run.schedule, model.scheduler_config(), run.steps, model.device,
                                  model.is_sdxl, noise_seed=noise_seed)
     timesteps = scheduler.timesteps
