@@ -24,6 +24,7 @@ from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.model_options import ModelOptions
 from modules.models.registry import ModelRegistry
+from modules import sampler_settings
 from modules.networks import hypernetwork, textual_inversion
 from modules.networks.network_files import NetworkCatalog
 from modules.options import OptionError, Options
@@ -62,6 +63,7 @@ class Runtime:
         self.extra_networks.register(hypernetwork.HypernetworkHandler(
             self.hypernetworks, lambda key, default=None: self.options.data.get(key, default)))
         self.styles = StyleDatabase(self.paths.styles_file)
+        self.options.info.update(sampler_settings.option_templates())  # A1111's sampler parameters (issue #22)
         # localizations/*.json and extensions/*/localizations/*.json; Settings → Localization offers their names
         self.localizations = Localizations(
             [self.paths.localizations], [self.paths.extensions, paths_mod.SCRIPT_DIR / "extensions-builtin"])
@@ -221,6 +223,7 @@ class Runtime:
             randn_source=view.randn_source,
             preview_every=view.show_progress_every_n_steps if view.live_previews_enable else 0,
             use_old_scheduling=bool(view.get("use_old_scheduling", False)),
+            sampler=sampler_settings.sampler_options(view.get),
             extra_noise=float(view.get("img2img_extra_noise", 0.0) or 0.0))
 
     @property

@@ -77,8 +77,6 @@ def sample(model, run, latents_init, noise, generators, denoiser, hooks, *, stat
         eta = _knob(knobs.get("eta"), opts.eta_ancestral)
         steps, t_enc = img2img_steps(run.steps, run.strength) if img2img else (run.steps, None)
         sigmas = samplers.k_sigmas(spec, run.schedule, steps, sched, opts, model.is_sdxl, extra)
-        if run.schedule != "Automatic" and run.name == "base":
-            pass
         if img2img:
             sigma_sched = sigmas[steps - t_enc - 1:]
             x = latents_init + noise * run.noise_multiplier * sigma_sched[0]
@@ -87,7 +85,7 @@ def sample(model, run, latents_init, noise, generators, denoiser, hooks, *, stat
             sigma_sched = sigmas
             x = noise * ((1.0 + sigmas[0] ** 2) ** 0.5 if opts.sgm_noise_multiplier else sigmas[0])
             if opts.sgm_noise_multiplier:
-                extra["SGM noise multiplier"] = True
+                extra["SGM noise multplier"] = True  # sic: A1111's key
             total = run.steps
         if spec.ancestral or spec.brownian or spec.func == "restart":
             if eta != 1.0 and spec.func not in ("restart",):
@@ -108,7 +106,9 @@ def sample(model, run, latents_init, noise, generators, denoiser, hooks, *, stat
                                     ("Sigma noise", s_noise, 1.0)):
             if value != default:
                 extra[key] = value
-    s_min_uncond = _knob(getattr(p, "s_min_uncond", None), opts.s_min_uncond)
+    s_min_uncond = _knob(getattr(p, "s_min_uncond", None), opts.s_min_uncond) or 0.0
+    if s_min_uncond:
+        extra["NGMS"] = s_min_uncond
 
     keep = None if blend_mask is None else 1 - blend_mask   # A1111's p.mask: 1 = keep the original
     mask_blend = hooks.get("mask_blend")

@@ -119,10 +119,11 @@ FIELDS: list[Field] = [
     Field("clip_skip", int, None, nullable=True, minimum=1, maximum=12, infotext="Clip skip",
           infotext_when=lambda p: (p.clip_skip or 1) > 1, help="None: the CLIP_stop_at_last_layers setting"),
     Field("tiling", bool, False, api_default=None, nullable=True, infotext="Tiling", infotext_when=lambda p: p.tiling),
-    Field("restore_faces", bool, False, api_default=None, nullable=True),
-    # Sampler knobs: passed to the diffusers scheduler's step() where it takes them (eta: DDIM; s_churn, s_tmin,
-    # s_tmax, s_noise: Euler; s_noise: DPM++ SDE), otherwise accepted for A1111 clients and unused; s_min_uncond is
-    # accepted and unused (docs/ARCHITECTURE.md).
+    Field("restore_faces", bool, None, nullable=True,
+          help="None: the face_restoration setting (A1111 moved the checkbox to Settings → Face restoration)"),
+    # Sampler knobs, as A1111 reads them (None: the setting): eta for the ancestral/SDE samplers (eta_ancestral) and
+    # DDIM (eta_ddim); s_churn, s_tmin, s_tmax, s_noise for Euler, Heun and DPM2; s_min_uncond ("Negative Guidance
+    # minimum sigma") for all (modules/engine/a1111_loop.py).
     Field("eta", float, None, nullable=True, minimum=0, maximum=1),
     Field("s_churn", float, None, nullable=True),
     Field("s_tmin", float, None, nullable=True),

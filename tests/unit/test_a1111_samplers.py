@@ -75,3 +75,54 @@ def test_ensd_changes_ancestral_noise_only_after_the_first_draw(model):
     a = compare(model, "Euler a", ensd=0)
     b = compare(model, "Euler a", ensd=31337)
     assert not torch.allclose(a, b)
+
+
+def test_settings_change_sampling_and_are_written_to_the_infotext(model):
+    from modules import processing
+    from modules.engine.samplers import SamplerOptions
+
+    def go(sampler="Euler a", **opts):
+        seen = {}
+
+        def setup(p):
+            p.hooks.add("post_sample", lambda p, args: seen.setdefault("x", args.samples.clone()))
+        out = run(model, opts=processing.RunOptions(sampler=SamplerOptions(**opts)), setup=setup,
+                  sampler_name=sampler, steps=4)
+        return seen["x"], out.infotexts[0]
+
+    base, text = go()
+    assert "Eta" not in text
+    for opts, key in (({"eta_ancestral": 0.5}, "Eta: 0.5"), ({"always_discard_next_to_last_sigma": True},
+                                                          "Discard penultimate sigma: True"),
+                      ({"s_min_uncond": 20.0}, "NGMS: 20")):
+        x, text = go(**opts)
+        assert key in text and not torch.allclose(x, base), opts
+    x, text = go("Euler", s_churn=1.0)
+    assert "Sigma churn: 1" in text
+    x2, _ = go("Euler")
+    assert not torch.allclose(x, x2)
+    x, text = go("DPM++ 2M", rho=3.0, sigma_max=10.0)
+    assert "Schedule rho: 3" in text and "Schedule max sigma: 10" in text
+    x, text = go("DDIM", eta_ddim=0.7)
+    assert "Eta DDIM: 0.7" in text
+
+
+def test_pad_prompt_negative_prompt_setting(model):
+    from modules import processing
+    from modules.engine.samplers import SamplerOptions
+    plain = engine_latents(model, prompt=LONG, negative_prompt="blurry", sampler_name="Euler")
+    padded = engine_latents(model, opts=processing.RunOptions(sampler=SamplerOptions(pad_cond_uncond=True)),
+                            prompt=LONG, negative_prompt="blurry", sampler_name="Euler")
+    assert not torch.allclose(plain, padded)
+    text = run(model, opts=processing.RunOptions(sampler=SamplerOptions(pad_cond_uncond=True)), prompt=LONG,
+               negative_prompt="blurry").infotexts[0]
+    assert "Pad conds: True" in text
+
+
+def test_settings_exist_with_a1111_keys_and_infotext_keys():
+    from modules import sampler_settings
+    templates = sampler_settings.option_templates()
+    assert templates["eta_ancestral"].default == 1.0 and templates["eta_ancestral"].infotext == "Eta"
+    assert templates["always_discard_next_to_last_sigma"].infotext == "Discard penultimate sigma"
+    opts = sampler_settings.sampler_options({"rho": "5", "pad_cond_uncond": True}.get)
+    assert opts.rho == 5.0 and opts.pad_cond_uncond and opts.eta_ancestral == 1.0
