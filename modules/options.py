@@ -221,6 +221,13 @@ def _defaults() -> dict[str, OptionInfo]:
         # stable diffusion
         "sd_model_checkpoint": OptionInfo("", "Stable Diffusion checkpoint", "Stable Diffusion"),
         "sd_vae": OptionInfo("Automatic", "SD VAE", "Stable Diffusion"),
+        "tiled_vae": OptionInfo(False, "Tiled VAE: decode and encode large images in tiles", "Stable Diffusion").info(
+            "less memory, colours may shift slightly; images too large for the free memory are tiled anyway"),
+        "auto_vae_precision_bfloat16": OptionInfo(False, "Automatically convert VAE to bfloat16",
+                                                  "Stable Diffusion").info(
+            "when a half-precision VAE produces NaNs (a black image); wins over the setting below"),
+        "auto_vae_precision": OptionInfo(True, "Automatically revert VAE to 32-bit floats", "Stable Diffusion").info(
+            "when a half-precision VAE produces NaNs; turned off, such images fail with an error"),
         "sd_checkpoint_hash": OptionInfo("", "SHA256 of the current checkpoint", "Stable Diffusion"),
         "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "Stable Diffusion", minimum=1, maximum=12,
                                                infotext="Clip skip"),
