@@ -78,8 +78,10 @@ def merge(rt, payload: dict, state):
 
 def extras(rt, payload: dict, state) -> list:
     from modules.engine import extras as engine_extras
+    from modules.models import upscaler_models
     images = [payload_codec.png_to_image(b) for b in payload["images"]]
-    return [engine_extras.upscale(im, **payload["args"]) for im in images]
+    models = upscaler_models.JobUpscalers(rt.upscaler_models, rt.options_view({}).get)
+    return [engine_extras.upscale(im, models=models, state=state, **payload["args"]) for im in images]
 
 
 def interrogate(rt, payload: dict, state) -> str:

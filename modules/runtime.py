@@ -23,6 +23,7 @@ from modules.localization import Localizations
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.model_options import ModelOptions
+from modules.models import upscaler_models
 from modules.models.registry import ModelRegistry
 from modules import sampler_settings
 from modules.networks import hypernetwork, textual_inversion
@@ -64,6 +65,11 @@ class Runtime:
             self.hypernetworks, lambda key, default=None: self.options.data.get(key, default)))
         self.styles = StyleDatabase(self.paths.styles_file)
         self.options.info.update(sampler_settings.option_templates())  # A1111's sampler parameters (issue #22)
+        # upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT, ScuNET) through spandrel; their tile settings
+        self.upscaler_models = upscaler_models.UpscalerModels(
+            self.paths.models, args, self.paths.cache,  # on devices.device_esrgan
+            options_get=lambda key, default=None: self.options.data.get(key, default))
+        self.options.info.update(upscaler_models.option_templates())
         # localizations/*.json and extensions/*/localizations/*.json; Settings → Localization offers their names
         self.localizations = Localizations(
             [self.paths.localizations], [self.paths.extensions, paths_mod.SCRIPT_DIR / "extensions-builtin"])
@@ -224,7 +230,8 @@ class Runtime:
             preview_every=view.show_progress_every_n_steps if view.live_previews_enable else 0,
             use_old_scheduling=bool(view.get("use_old_scheduling", False)),
             sampler=sampler_settings.sampler_options(view.get),
-            extra_noise=float(view.get("img2img_extra_noise", 0.0) or 0.0))
+            extra_noise=float(view.get("img2img_extra_noise", 0.0) or 0.0),
+            upscalers=upscaler_models.JobUpscalers(self.upscaler_models, view.get))
 
     @property
     def params_file(self) -> Path:

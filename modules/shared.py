@@ -156,11 +156,16 @@ def _sd_model():
 
 
 def _sd_upscalers() -> list:
+    """The built-in upscalers, then the model upscalers, whose folders are read again at each call (a file added
+    while the server runs is listed at once)."""
     global _upscalers
+    from modules import upscaler
     if _upscalers is None:
-        from modules import upscaler
         _upscalers = upscaler.builtin_upscalers()
-    return _upscalers
+    catalogue = getattr(runtime(), "upscaler_models", None) if bound() else None
+    if catalogue is None:
+        return list(_upscalers)
+    return _upscalers + upscaler.model_upscalers(catalogue)
 
 
 # --- helpers A1111 keeps in shared -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""A1111's `modules.upscaler`: `Upscaler` (a family of upscaling models) and `UpscalerData` (one of them), and the
-built-in Pillow ones. `shared.sd_upscalers` lists None, Lanczos and Nearest first, as A1111 does, then whatever
-else our engine offers (engine/run.IMAGE_UPSCALERS, the names the hires. fix and Extras accept).
+"""A1111's `modules.upscaler`: `Upscaler` (a family of upscaling models) and `UpscalerData` (one of them), the
+built-in Pillow ones, and the model families (ESRGAN, RealESRGAN, SwinIR, DAT, HAT, ScuNET) over
+modules.models.upscaler_models. `shared.sd_upscalers` lists None, Lanczos and Nearest first, as A1111 does, then
+whatever else our engine offers (engine/run.IMAGE_UPSCALERS), then the model upscalers.
 """
 from __future__ import annotations
 
@@ -131,4 +132,55 @@ def builtin_upscalers() -> list[UpscalerData]:
         if name not in ("None", "Lanczos", "Nearest") and resample is not None:
             cls = type(f"Upscaler_{name}", (PillowUpscaler,), {"name": name, "resample": resample})
             out.append(cls().scalers[0])
+    return out
+
+
+class ModelFamilyUpscaler(Upscaler):
+    """One model family (A1111's UpscalerESRGAN, UpscalerRealESRGAN, …): its scalers are the listed models of that
+    family; do_upscale runs one pass of the chosen model, tiled with the family's settings."""
+
+    def __init__(self, family, catalogue, models: list):
+        self.name = family.name
+        self.model_name = family.model_name
+        self.model_path = str(catalogue.folder(family))
+        self.model_download_path = self.model_path
+        self.user_path = self.model_path
+        super().__init__(False)
+        self.catalogue = catalogue
+        self.models = {m.name: m for m in models}
+        self.scalers = []
+        for m in models:
+            data = UpscalerData(m.name, m.data_path, self, m.scale)
+            data.local_data_path = str(m.path) if m.path is not None else m.data_path
+            data.model_entry = m
+            data.model_url = m.download.url if m.download is not None else None
+            self.scalers.append(data)
+
+    def _entry(self, selected_model):
+        for data in self.scalers:
+            if selected_model in (data.data_path, data.local_data_path, data.name):
+                return data.model_entry
+        found = self.catalogue.find(str(selected_model))
+        if found is None:
+            raise ValueError(f"{self.name}: unknown upscaler model {selected_model!r}; choose one of "
+                             f"{[d.name for d in self.scalers]}")
+        return found
+
+    def do_upscale(self, img, selected_model):
+        return self.catalogue.upscale_once(self._entry(selected_model), img)
+
+    def load_model(self, path: str):
+        entry = self._entry(path)
+        return self.catalogue._descriptor(self.catalogue.ensure_file(entry))
+
+
+def model_upscalers(catalogue, options_get=None) -> list[UpscalerData]:
+    """The model upscalers, family by family, as A1111's UpscalerData."""
+    from modules.models.upscaler_models import FAMILIES
+    listed = catalogue.list(options_get)
+    out: list[UpscalerData] = []
+    for family in FAMILIES:
+        models = [m for m in listed if m.family is family]
+        if models:
+            out.extend(ModelFamilyUpscaler(family, catalogue, models).scalers)
     return out

@@ -20,6 +20,7 @@ from modules.engine.params import FIELDS, IMAGE_FIELDS, GenerationParams, ParamE
 from modules.jobs import JobState
 from modules.models.manager import NoModelError
 from modules.models.safe_load import ModelFileError
+from modules.models.upscaler_models import UpscalerModelMissing
 from modules.options import OptionError
 
 
@@ -43,7 +44,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(500, type(exc).__name__, str(exc) or type(exc).__name__)
 
     for cls, status in ((ParamError, 422), (OptionError, 422), (samplers.SamplerError, 422), (KeyError, 422),
-                        (ModelFileError, 500), (NoModelError, 503)):
+                        (ModelFileError, 500), (NoModelError, 503), (UpscalerModelMissing, 404)):
         def handler(request: Request, exc: Exception, _status=status):
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             return _error(_status, type(exc).__name__, str(message))
@@ -132,8 +133,13 @@ def create_router(rt, deps: list) -> APIRouter:
 
     @r.get("/upscalers")
     def upscalers():
-        return [{"name": name, "model_name": None, "model_path": None, "model_url": None,
-                 "scale": 4 if name != "None" else 1} for name in engine_run.IMAGE_UPSCALERS]
+        # A1111's shape; the model upscalers after the Pillow ones, their folders read again (a new file shows)
+        pillow = [{"name": name, "model_name": None, "model_path": None, "model_url": None,
+                   "scale": 4 if name != "None" else 1} for name in engine_run.IMAGE_UPSCALERS]
+        models = [{"name": m.name, "model_name": m.family.model_name, "model_path": m.data_path,
+                   "model_url": m.download.url if m.download is not None else None, "scale": m.scale}
+                  for m in rt.upscaler_models.list()]
+        return pillow + models
 
     @r.get("/sd-models", response_model=list[m.SDModelItem])
     def sd_models():

@@ -1,10 +1,16 @@
-"""Extras: resize/upscale a single image or a batch (Lanczos, Nearest; upscaler models when they arrive)."""
+"""Extras: resize/upscale a single image or a batch with one or two upscalers (Pillow ones, upscaler models)."""
 from __future__ import annotations
 
 import gradio as gr
 
 from modules.engine import extras
-from modules.ui import common
+from modules.models.upscaler_models import UpscalerModelMissing
+from modules.ui import common, create_refresh_button
+
+
+def upscaler_choices(rt) -> list[str]:
+    """None, Lanczos, Nearest, then the model upscalers (their folders read again: 🔄 shows a new file)."""
+    return list(extras.UPSCALERS) + rt.upscaler_models.names()
 
 
 def build(rt) -> dict:
@@ -22,25 +28,33 @@ def build(rt) -> dict:
                 width = gr.Slider(64, 4096, value=512, step=8, label="Width", elem_id="extras_upscaling_resize_w")
                 height = gr.Slider(64, 4096, value=512, step=8, label="Height", elem_id="extras_upscaling_resize_h")
                 crop = gr.Checkbox(label="Crop to fit", value=True, elem_id="extras_upscaling_crop")
-            upscaler = gr.Dropdown(list(extras.UPSCALERS), value="Lanczos", label="Upscaler 1",
-                                   elem_id="extras_upscaler_1")
+            with gr.Row():
+                choices = upscaler_choices(rt)
+                upscaler = gr.Dropdown(choices, value="Lanczos", label="Upscaler 1", elem_id="extras_upscaler_1")
+                upscaler_2 = gr.Dropdown(choices, value="None", label="Upscaler 2", elem_id="extras_upscaler_2")
+                create_refresh_button([upscaler, upscaler_2], lambda: None,
+                                      lambda: {"choices": upscaler_choices(rt)}, "extras_refresh_upscalers")
+            visibility_2 = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="Upscaler 2 visibility",
+                                     elem_id="extras_upscaler_2_visibility")
             run_button = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column():
             gallery = gr.Gallery(label="Result", format="png", elem_id="extras_gallery", interactive=False)
             message = gr.HTML(elem_id="html_info_extras")
 
-    def run(img, files, mode_index, factor, w, h, do_crop, name):
+    def run(img, files, mode_index, factor, w, h, do_crop, name, name_2, visibility):
         from PIL import Image
         try:
             sources = [img] if img is not None else [Image.open(f.name if hasattr(f, "name") else f)
                                                      for f in (files or [])]
             if not sources:
                 raise ValueError("Extras: upload an image first")
-            outs = rt.extras(sources, upscaler_1=name, resize_mode=int(mode_index), scale=float(factor),
+            outs = rt.extras(sources, upscaler_1=name, upscaler_2=name_2 or "None",
+                             visibility_2=float(visibility or 0), resize_mode=int(mode_index), scale=float(factor),
                              width=int(w), height=int(h), crop=bool(do_crop))
-        except ValueError as exc:
+        except (ValueError, UpscalerModelMissing) as exc:   # a bad choice; an upscaler file missing (offline)
             return gr.update(), common.error_html(str(exc))
         return outs, f"<p>{outs[0].width}x{outs[0].height}</p>"
 
-    run_button.click(run, [image, batch, mode, scale, width, height, crop, upscaler], [gallery, message])
+    run_button.click(run, [image, batch, mode, scale, width, height, crop, upscaler, upscaler_2, visibility_2],
+                     [gallery, message])
     return {"image": image, "gallery": gallery}

@@ -7,11 +7,16 @@ import gradio as gr
 
 from modules.engine.params import HR_DENOISING_DEFAULT, GenerationParams
 from modules.engine.run import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES
-from modules.ui import common, extra_networks, progress
+from modules.ui import common, create_refresh_button, extra_networks, progress
 
 log = logging.getLogger("sd.ui")
 HIRES_FIELDS = ["enable_hr", "hr_upscaler", "hr_second_pass_steps", "denoising_strength", "hr_scale", "hr_resize_x",
                 "hr_resize_y"]
+
+
+def hires_upscalers(rt) -> list[str]:
+    """The latent modes, the Pillow upscalers, then the model upscalers (folders read again: 🔄 shows a new file)."""
+    return list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS) + rt.upscaler_models.names()
 
 
 def build(rt, native_size: int = 512) -> dict:
@@ -26,9 +31,10 @@ def build(rt, native_size: int = 512) -> dict:
             with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hires_fix"):
                 enable_hr = gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")
                 with gr.Row():
-                    hr_upscaler = gr.Dropdown(list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS),
-                                              value=common.default("hr_upscaler"), label="Upscaler",
-                                              elem_id="txt2img_hr_upscaler")
+                    hr_upscaler = gr.Dropdown(hires_upscalers(rt), value=common.default("hr_upscaler"),
+                                              label="Upscaler", elem_id="txt2img_hr_upscaler")
+                    create_refresh_button(hr_upscaler, lambda: None, lambda: {"choices": hires_upscalers(rt)},
+                                          "txt2img_hr_refresh_upscalers")
                     hr_steps = common.slider("hr_second_pass_steps", "Hires steps", "txt2img_hires_steps")
                     hr_denoise = common.slider("denoising_strength", "Denoising strength",
                                                "txt2img_denoising_strength", value=HR_DENOISING_DEFAULT)

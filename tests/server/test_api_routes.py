@@ -46,7 +46,11 @@ def test_list_routes_have_a1111_shapes(server):
     # only the bundled demo LoRA, found with any --data-dir
     loras = sorted(i["name"] for i in get(server, "loras"))
     assert loras == sorted(f.stem for f in DEMO_LORA_DIR.glob("*.safetensors"))
-    assert {u["name"] for u in get(server, "upscalers")} == {"None", "Lanczos", "Nearest"}
+    # the Pillow ones, then A1111's download list (no upscaler file in this data folder)
+    upscalers = get(server, "upscalers")
+    assert [u["name"] for u in upscalers[:3]] == ["None", "Lanczos", "Nearest"]
+    assert {"ESRGAN_4x", "R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B", "SwinIR 4x", "DAT x2", "DAT x3", "DAT x4",
+            "ScuNET GAN", "ScuNET PSNR"} == {u["name"] for u in upscalers[3:]}
     assert all(set(u) == {"name", "model_name", "model_path", "model_url", "scale"} for u in get(server, "upscalers"))
     assert "Latent (nearest-exact)" in [m["name"] for m in get(server, "latent-upscale-modes")]
     assert get(server, "sd-vae") == []
