@@ -158,7 +158,8 @@ def build_model(info: CheckpointInfo, sd: dict, spec: ModelSpec, tokenizer_dir: 
     except (KeyError, RuntimeError, ValueError) as exc:
         raise ModelFileError(f"{path}: weights do not fit the {spec.label} layout: {str(exc)[:300]}") from None
     tokenizers = [tokenizer(tokenizer_dir, enc.get("pad_token", "<|endoftext|>")) for enc in spec.text_encoders]
-    model = SDModel(info, spec, _place(unet, device, dtype), _place(vae, device, vae_dtype or dtype),
+    model = SDModel(info, spec, _cpu_layout(_place(unet, device, dtype)),
+                    _cpu_layout(_place(vae, device, vae_dtype or dtype)),
                     [_place(e, device, dtype) for e in encoders], tokenizers, device, dtype)
     model.extra.update(_metadata_extras(path))
     return model
@@ -185,6 +186,18 @@ def _place(module, device: torch.device, dtype: torch.dtype):
     """Moves/casts only when needed (a no-op .to() still walks every tensor and logs a diffusers warning)."""
     p = next(module.parameters())
     return module if (p.device == device and p.dtype == dtype) else module.to(device=device, dtype=dtype)
+
+
+def _cpu_layout(module):
+    """Channels-last weights for a bf16 UNet or VAE on the CPU: oneDNN's bf16 convolutions then run without
+    converting every activation between layouts. Measured on an AVX-512-bf16 CPU (1 thread, CPU time, interleaved;
+    docs/PERFORMANCE.md): SD 1.5 UNet step at 256² 0.65x the time of the contiguous layout, VAE decode 0.30x (bf16
+    contiguous 0.65x of fp32, bf16 channels-last 0.20x). Outputs differ only by summation order. fp32 and CUDA keep
+    what model_options decides (--opt-channelslast)."""
+    p = next(module.parameters())
+    if p.device.type == "cpu" and p.dtype == torch.bfloat16:
+        module.to(memory_format=torch.channels_last)
+    return module
 
 
 def load_vae_weights(model: SDModel, vae_path: Path | None) -> None:

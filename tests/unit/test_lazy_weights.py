@@ -110,3 +110,29 @@ def test_unreadable_safetensors_checkpoint_names_the_file(tmp_path):
     path.write_bytes(b"\x10" + b"\x00" * 7 + b"{not a header}!!")
     with pytest.raises(ModelFileError, match="broken.safetensors"):
         _manager(tmp_path, torch.bfloat16, torch.float32).require()
+
+
+def test_bf16_cpu_model_runs_channels_last_with_the_same_image(tmp_path):
+    import numpy as np
+
+    from tests.support.engine_helpers import run
+    path = tmp_path / "Stable-diffusion" / "m.safetensors"
+    path.parent.mkdir()
+    write_tiny_checkpoint(path, "sd1", seed=1)
+    model = _manager(tmp_path, torch.bfloat16, torch.bfloat16).require()
+    conv = model.unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert model.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    fast = np.asarray(run(model, steps=2).images[0]).astype(np.int16)
+    model.unet.to(memory_format=torch.contiguous_format)
+    model.vae.to(memory_format=torch.contiguous_format)
+    plain = np.asarray(run(model, steps=2).images[0]).astype(np.int16)
+    assert np.abs(fast - plain).mean() < 2.0  # summation order only
+
+
+def test_fp32_cpu_model_keeps_the_contiguous_layout(tmp_path):
+    path = tmp_path / "Stable-diffusion" / "m.safetensors"
+    path.parent.mkdir()
+    write_tiny_checkpoint(path, "sd1", seed=1)
+    model = _manager(tmp_path, torch.float32, torch.float32).require()
+    assert model.unet.conv_in.weight.is_contiguous()
