@@ -48,6 +48,9 @@ class RunContext:
     # the job's settings (the runtime's OptionsView: get(key, default)); with them process_images makes A1111's
     # grid of a batch (return_grid, grid_save, n_rows, …); None (tools, tests): no grid
     options: Any = None
+    # "Restore faces": fn(image, model_name) -> image, the runtime's face restorers with the job's settings
+    # (modules.face_restoration); None (tools, tests): a run asking for it fails with a message saying so
+    face_restorer: Any = None
 
 
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("current_run", default=None)
@@ -71,6 +74,9 @@ _A1111_EXTRAS = {
     "firstpass_image": None, "hr_checkpoint_name": None, "refiner_checkpoint": None, "refiner_switch_at": None,
     "mask_blur_x": None, "mask_blur_y": None, "latent_mask": None, "image_cfg_scale": None, "mask_round": True,
     "include_init_images": False, "firstphase_width": 0, "firstphase_height": 0,
+    # which restorer "Restore faces" uses (X/Y/Z's Face restore axis sets it); None: the face_restoration_model
+    # setting
+    "face_restoration_model": None,
 }
 
 
@@ -135,6 +141,7 @@ class StableDiffusionProcessing:
         self.hooks = ctx.hooks.child() if ctx else Hooks()
         self.extra_networks = ctx.extra_networks if ctx else extra_networks.ExtraNetworkRegistry()
         self.prompt_styles = ctx.prompt_styles if ctx else None
+        self.face_restorer = ctx.face_restorer if ctx else None
         self.patches = PatchSet()
         if ctx is not None and ctx.embeddings is not None:
             self.patches.embeddings.update(ctx.embeddings.vectors)
@@ -285,7 +292,8 @@ class Processed:
         self.width, self.height = p.width, p.height
         self.sampler_name, self.scheduler = p.sampler_name, p.scheduler
         self.cfg_scale, self.steps, self.batch_size = p.cfg_scale, p.steps, p.batch_size
-        self.restore_faces, self.face_restoration_model = p.restore_faces, None
+        self.restore_faces = p.restore_faces
+        self.face_restoration_model = p.face_restoration_model if p.restore_faces else None
         model = p.sd_model
         self.sd_model_name = model.info.stem if model is not None else None
         self.sd_model_hash = model.info.shorthash if model is not None else None
@@ -392,6 +400,8 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
         scripts.attach(p)
     if p.script_args is None:
         p.script_args = []
+    ctx = _current.get()
+    _resolve_face_restoration(p, ctx.options if ctx is not None else None)
     p.hooks.fire("before_process", p)
     p.setup_prompts()
     p.hooks.fire("process", p)
@@ -399,12 +409,21 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     processed = Processed(p, images, p.all_seeds[0], texts[0] if texts else "", p.all_subseeds[0],
                           infotexts=texts)
     processed.seconds = seconds
-    ctx = _current.get()
     _batch_grid(p, processed, ctx.options if ctx is not None else None)
     if ctx is not None and ctx.save_processed is not None and not p.do_not_save_samples:
         ctx.save_processed(p, processed)
     p.hooks.fire("postprocess", p, processed)
     return processed
+
+
+def _resolve_face_restoration(p, opts) -> None:
+    """A1111: restore_faces None means the face_restoration setting ("Restore faces" in Settings); the restorer is
+    the face_restoration_model setting unless p names one."""
+    if p.restore_faces is None:
+        p.restore_faces = bool(opts.get("face_restoration", False)) if opts is not None else False
+    if p.restore_faces and not p.face_restoration_model:
+        p.face_restoration_model = (opts.get("face_restoration_model", None) if opts is not None else None) or \
+            "CodeFormer"
 
 
 def _batch_grid(p, processed: Processed, opts) -> None:

@@ -175,6 +175,15 @@ class _Batch:
                                 prepared.blend_mask)
         return latents, prepared
 
+    def restore_faces(self, images: list[Image.Image]) -> list[Image.Image]:
+        restorer = getattr(self.p, "face_restorer", None)
+        if restorer is None:
+            raise ParamError("restore_faces", "face restoration is not available in this run (no face restorers "
+                                              "were given to it); set restore_faces to false")
+        if self.state is not None:
+            self.state.textinfo = "Restoring faces"
+        return [restorer(image, self.p.face_restoration_model) for image in images]
+
     def images(self, lo: int) -> list[Image.Image]:
         """Sample and decode this batch; the images after postprocess_batch, before postprocess_image."""
         p = self.p
@@ -194,6 +203,8 @@ class _Batch:
             self.hooks.fire("postprocess_batch_list", p, listed, batch_number=p.iteration)
             decoded = torch.stack(listed.images) if listed.images else decoded[:0]
         images = tensor_to_images(decoded)
+        if p.restore_faces:   # A1111: after decoding, before the postprocess_image scripts
+            images = self.restore_faces(images)
         out = []
         for image in images:
             args = PostprocessImageArgs(image)
@@ -257,7 +268,8 @@ def run_info(p) -> dict:
     return {"Model hash": model.info.shorthash, "Model": model.info.stem,
             "VAE": model.vae_file.stem if model.vae_file else None,
             "ENSD": opts.ensd if opts.ensd and p.sampler.ancestral else None,
-            "RNG": opts.randn_source if opts.randn_source != "CPU" else None}
+            "RNG": opts.randn_source if opts.randn_source != "CPU" else None,
+            "Face restoration": p.face_restoration_model if p.restore_faces else None}
 
 
 def process_images(p, networks: extra_networks.ExtraNetworkRegistry | None = None):
