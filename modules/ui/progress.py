@@ -112,10 +112,12 @@ def error_message(exc: BaseException, job_id: str = "") -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # CPU RAM or torch's CUDA OOM
-        # Only advice that lowers memory here: --medvram/--lowvram are parsed for A1111 compatibility and ignored,
-        # and on CUDA --no-half / --precision full keep the weights in fp32 instead of fp16 (modules/devices.py).
-        return ("Out of memory: try a smaller width/height or batch size, or, on a GPU, start without --no-half / "
-                f"--precision full (they double the model's memory) ({type(exc).__name__}: {exc})")
+        # Only advice that lowers memory here: on a GPU --medvram / --lowvram keep the weights in RAM and move
+        # each part in while it runs (modules/models/memory_offload.py), and --no-half / --precision full keep the
+        # weights in fp32 instead of fp16 (modules/devices.py); --tiled-vae decodes large images in tiles.
+        return ("Out of memory: try a smaller width/height or batch size, or --tiled-vae; on a GPU, start with "
+                "--medvram (or --lowvram on 4 GB cards) and without --no-half / --precision full (they double the "
+                f"model's memory) ({type(exc).__name__}: {exc})")
     if isinstance(exc, EXPECTED_ERRORS):
         return str(exc) or type(exc).__name__
     log.error("job %s failed: %s: %s", job_id, type(exc).__name__, exc)

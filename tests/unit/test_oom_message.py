@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from modules import cmd_args, devices
+from modules.models.model_options import ModelOptions
 from modules.ui.progress import error_message
 
 
@@ -19,16 +20,17 @@ def test_out_of_memory_message_suggests_only_flags_that_lower_memory(exc, monkey
     message = error_message(exc)
     assert message.startswith("Out of memory: try a smaller width/height or batch size")
     assert str(exc) in message
-    # A1111's memory flags are parsed for compatibility and ignored here: suggesting them would send users nowhere.
-    assert "--medvram" not in message and "--lowvram" not in message
-
-    # Every flag it names must be real and, when left out on a GPU, halve the weights' bytes (fp16 instead of fp32).
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # from_args only builds a torch.device
-    default = devices.from_args(cmd_args.parse([], env={}))
-    assert default.dtype == torch.float16
-    named = re.findall(r"--[a-z-]+(?: [a-z]+)?", message)
-    assert named
+    named = re.findall(r"--precision full|--[a-z-]+", message)
+    assert set(named) >= {"--medvram", "--lowvram", "--tiled-vae", "--no-half", "--precision full"}
     for flag in named:
-        argv = flag.split()
-        assert argv[0] in cmd_args.known_flags(), flag
-        assert devices.from_args(cmd_args.parse(argv, env={})).dtype == torch.float32, flag
+        assert flag.split()[0] in cmd_args.known_flags(), flag
+
+    # The flags to start WITH install a memory mechanism (tests/unit/test_memory_flags.py shows each at work) ...
+    assert ModelOptions.from_args(cmd_args.parse(["--medvram"], env={})).memory.mode_for(False) == "medvram"
+    assert ModelOptions.from_args(cmd_args.parse(["--lowvram"], env={})).memory.mode_for(False) == "lowvram"
+    assert cmd_args.parse(["--tiled-vae"], env={}).tiled_vae
+    # ... and the ones to start WITHOUT halve the weights' bytes when left out on a GPU (fp16 instead of fp32).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # from_args only builds a torch.device
+    assert devices.from_args(cmd_args.parse([], env={})).dtype == torch.float16
+    for flag in ("--no-half", "--precision full"):
+        assert devices.from_args(cmd_args.parse(flag.split(), env={})).dtype == torch.float32, flag
