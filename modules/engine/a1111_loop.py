@@ -145,12 +145,14 @@ def sample(model, run, latents_init, noise, generators, denoiser, hooks, *, stat
             denoised = x + out * (-sigma)
         return blend(denoised, sigma) if keep is not None else denoised
 
-    def eps_model(x, t: int):
-        a = sched.alphas_cumprod[t]
+    def eps_model(x, t):
+        """ε at UNet time t (an integer step for DDIM/PLMS, continuous for UniPC; v → ε with ᾱ at int(t) as A1111)"""
+        t = float(t.reshape(-1)[0]) if torch.is_tensor(t) else float(t)
+        a = sched.alphas_cumprod[int(t)]
         sigma = float(((1 - a) / a) ** 0.5)
         if keep is not None:
             x = blend(x, sigma)
-        out = call_unet(x, torch.tensor(float(t)), sigma)
+        out = call_unet(x, torch.tensor(t, dtype=torch.float32), sigma)
         if v_pred:
             out = a.sqrt() * out + (1 - a).sqrt() * x
         return out
@@ -198,6 +200,10 @@ def sample(model, run, latents_init, noise, generators, denoiser, hooks, *, stat
                     denoiser.cfg_scale = scale
             elif spec.func == "ddim":
                 x = ks.ddim(eps_model, x, grid, sched.alphas_cumprod, ctx)
+            elif spec.func == "unipc":
+                x = ks.unipc(eps_model, x, sched.alphas_cumprod, len(grid), ctx, opts.uni_pc_variant,
+                             opts.uni_pc_skip_type, opts.uni_pc_order, opts.uni_pc_lower_order_final,
+                             t_start=float(grid[-1]) / 1000 + 1 / 1000 if img2img else None)
             else:
                 x = ks.plms(eps_model, x, grid, sched.alphas_cumprod, ctx)
         else:

@@ -675,3 +675,153 @@ def plms(model_eps, x, timesteps, alphas_cumprod, ctx: Ctx):
         old = (old + [e_t])[-3:]
         x = ctx.done(i, x)
     return x
+
+
+# --- UniPC (Zhao et al. 2023), A1111's configuration: data prediction, multistep, VP schedule from ᾱ ----------------
+
+class VPSchedule:
+    """The discrete VP schedule as a continuous function of t ∈ [1/N, 1]: log α_t piecewise linear between the
+    training steps (t_n = (n + 1)/N, log α = ½ log ᾱ_n), σ_t = sqrt(1 − α_t²), λ_t = log α_t − log σ_t."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor):
+        self.log_alpha = 0.5 * torch.log(alphas_cumprod.float())
+        self.total_n = len(self.log_alpha)
+        self.t_array = torch.linspace(0.0, 1.0, self.total_n + 1)[1:]
+
+    @staticmethod
+    def _interp(x, xp, yp):
+        """Piecewise-linear interpolation, extended linearly beyond the ends (xp ascending)."""
+        x = x.reshape(-1)
+        idx = torch.searchsorted(xp, x).clamp(1, len(xp) - 1)
+        x0, x1, y0, y1 = xp[idx - 1], xp[idx], yp[idx - 1], yp[idx]
+        return y0 + (x - x0) * (y1 - y0) / (x1 - x0)
+
+    def log_mean(self, t):
+        return self._interp(t, self.t_array, self.log_alpha)
+
+    def alpha(self, t):
+        return torch.exp(self.log_mean(t))
+
+    def std(self, t):
+        return torch.sqrt(1.0 - torch.exp(2.0 * self.log_mean(t)))
+
+    def lam(self, t):
+        lm = self.log_mean(t)
+        return lm - 0.5 * torch.log(1.0 - torch.exp(2.0 * lm))
+
+    def inverse_lambda(self, lam):
+        log_alpha = -0.5 * torch.logaddexp(torch.zeros(1), -2.0 * lam)
+        return self._interp(log_alpha, self.log_alpha.flip(0), self.t_array.flip(0))
+
+    def time_steps(self, skip_type: str, t_T: float, t_0: float, n: int):
+        if skip_type == "logSNR":
+            lo, hi = self.lam(torch.tensor(t_T)).item(), self.lam(torch.tensor(t_0)).item()
+            return self.inverse_lambda(torch.linspace(lo, hi, n + 1))
+        if skip_type == "time_quadratic":
+            return torch.linspace(t_T ** 0.5, t_0 ** 0.5, n + 1).pow(2)
+        if skip_type == "time_uniform":
+            return torch.linspace(t_T, t_0, n + 1)
+        raise ValueError(f"uni_pc_skip_type: {skip_type!r}; choose one of time_uniform, time_quadratic, logSNR")
+
+
+def unipc(model_eps, x, alphas_cumprod, steps: int, ctx: Ctx, variant: str = "bh1", skip_type: str = "time_uniform",
+          order: int = 3, lower_order_final: bool = True, t_start: float | None = None):
+    """UniPC multistep (Zhao et al. 2023): a UniP predictor of the given order from the stored x0 predictions, then
+    the UniC corrector with the model value at the predicted point (which is kept for the next step; no corrector
+    on the last step). B(h) = h (bh1) or e^h − 1 (bh2), or the varying-coefficient form (vary_coeff). The model is
+    called at the UNet time (t − 1/N)·1000 of the continuous t; x is in VP scale."""
+    ns = VPSchedule(alphas_cumprod)
+    t_0, t_T = 1.0 / ns.total_n, (1.0 if t_start is None else float(t_start))
+    order = max(1, min(order, steps))
+    ts = ns.time_steps(skip_type, t_T, t_0, steps)
+
+    def data_pred(x, t):
+        eps = model_eps(x, (t - 1.0 / ns.total_n) * 1000.0)
+        return (x - ns.std(t) * eps) / ns.alpha(t)
+
+    def update(x, models, times, t, k, use_corrector):
+        lam_prev0, lam_t = ns.lam(times[-1]), ns.lam(t)
+        m0 = models[-1]
+        sigma_prev0, sigma_t, alpha_t = ns.std(times[-1]), ns.std(t), ns.alpha(t)
+        h = lam_t - lam_prev0
+        rks, d1s = [], []
+        for i in range(1, k):
+            rk = ((ns.lam(times[-(i + 1)]) - lam_prev0) / h)[0]
+            rks.append(rk)
+            d1s.append((models[-(i + 1)] - m0) / rk)
+        rks = torch.tensor([float(r) for r in rks] + [1.0])
+        hh = -h[0]
+        h_phi_1 = torch.expm1(hh)
+        base = sigma_t / sigma_prev0 * x - alpha_t * h_phi_1 * m0
+        if variant in ("bh1", "bh2"):
+            b_h = hh if variant == "bh1" else torch.expm1(hh)
+            rows, b = [], []
+            h_phi_k, fact = h_phi_1 / hh - 1, 1
+            for i in range(1, k + 1):
+                rows.append(torch.pow(rks, i - 1))
+                b.append(h_phi_k * fact / b_h)
+                fact *= i + 1
+                h_phi_k = h_phi_k / hh - 1 / fact
+            r_mat, b = torch.stack(rows), torch.tensor([float(v) for v in b])
+            d1 = torch.stack(d1s, dim=1) if d1s else None
+            if d1 is not None:
+                rhos_p = torch.tensor([0.5]) if k == 2 else torch.linalg.solve(r_mat[:-1, :-1], b[:-1])
+                x_t = base - alpha_t * b_h * torch.einsum("k,bkchw->bchw", rhos_p, d1)
+            else:
+                x_t = base
+            if not use_corrector:
+                return x_t, None
+            rhos_c = torch.tensor([0.5]) if k == 1 else torch.linalg.solve(r_mat, b)
+            model_t = data_pred(x_t, t)
+            corr = torch.einsum("k,bkchw->bchw", rhos_c[:-1], d1) if d1 is not None else 0
+            return base - alpha_t * b_h * (corr + rhos_c[-1] * (model_t - m0)), model_t
+        if variant != "vary_coeff":
+            raise ValueError(f"uni_pc_variant: {variant!r}; choose one of bh1, bh2, vary_coeff")
+        n_k = len(rks)
+        cols, col = [], torch.ones_like(rks)
+        for j in range(1, n_k + 1):
+            cols.append(col)
+            col = col * rks / (j + 1)
+        c_mat = torch.stack(cols, dim=1)
+        phis, h_phi_k, fact = [], h_phi_1, 1
+        for j in range(1, n_k + 2):
+            phis.append(h_phi_k)
+            h_phi_k = h_phi_k / hh - 1 / fact
+            fact *= j + 1
+        d1 = torch.stack(d1s, dim=1) if d1s else None
+        x_t = base
+        if d1 is not None:
+            a_p = torch.linalg.inv(c_mat[:-1, :-1])
+            for j in range(n_k - 1):
+                x_t = x_t - alpha_t * phis[j + 1] * torch.einsum("bkchw,k->bchw", d1, a_p[j])
+        if not use_corrector:
+            return x_t, None
+        a_c = torch.linalg.inv(c_mat)
+        model_t = data_pred(x_t, t)
+        x_t, j = base, 0
+        for j in range(n_k - 1):
+            x_t = x_t - alpha_t * phis[j + 1] * torch.einsum("bkchw,k->bchw", d1, a_c[j][:-1])
+        return x_t - alpha_t * phis[n_k] * ((model_t - m0) * a_c[j][-1]), model_t
+
+    vec = ts[0].reshape(1)
+    models, times = [data_pred(x, vec)], [vec]
+    done = 0
+    for k in range(1, order):
+        vec = ts[k].reshape(1)
+        x, m = update(x, models, times, vec, k, True)
+        if m is None:
+            m = data_pred(x, vec)
+        x = ctx.done(done, x)
+        done += 1
+        models.append(m)
+        times.append(vec)
+    for step in range(order, steps + 1):
+        vec = ts[step].reshape(1)
+        k = min(order, steps + 1 - step) if lower_order_final else order
+        x, m = update(x, models, times, vec, k, step != steps)
+        x = ctx.done(done, x)
+        done += 1
+        models, times = models[1:] + [models[-1]], times[1:] + [vec]
+        if step < steps:
+            models[-1] = m if m is not None else data_pred(x, vec)
+    return x

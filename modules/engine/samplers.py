@@ -1,8 +1,8 @@
 """A1111 sampler and schedule names.
 
 Most samplers run as A1111 runs them (modules/engine/k_sampling.py: k-diffusion-style functions over A1111's σ lists
-and timestep grids, with A1111's noise), so the same infotext gives the same image. UniPC and LCM still run through
-a diffusers scheduler (close to A1111, not equal). For those, each sampler names the diffusers scheduler class and its
+and timestep grids, with A1111's noise), so the same infotext gives the same image. LCM still runs through
+a diffusers scheduler (close to A1111, not equal). For that, each sampler names the diffusers scheduler class and its
 options. Schedule types become either a
 diffusers option (Karras/Exponential/Beta sigmas, a timestep spacing) or, for schedulers that take custom sigmas, a
 sigma list computed here (Polyexponential, KL Optimal, Align Your Steps; diffusers has no option for those, so the
@@ -64,9 +64,9 @@ class SamplerSpec:
     @property
     def schedules(self) -> tuple[str, ...]:
         """The schedule types this sampler follows. Our A1111-exact samplers take every schedule, as in A1111 (the
-        timestep samplers DDIM/PLMS ignore it there too); diffusers-run ones what their scheduler offers."""
+        timestep samplers DDIM, PLMS, UniPC ignore it, there too); diffusers-run ones what their scheduler offers."""
         if self.cls is None:
-            return tuple(SCHEDULES[1:]) if self.kind == "k" else ("Uniform",)
+            return tuple(SCHEDULES[1:])
         import inspect
         cls = getattr(diffusers, self.cls)
         init = inspect.signature(cls.__init__).parameters
@@ -107,7 +107,7 @@ SAMPLERS_ALL: list[SamplerSpec] = [
     _k("DDIM", "ddim", ("ddim",), kind="timesteps"),
     _k("DDIM CFG++", "ddim_cfgpp", ("ddim_cfgpp",), kind="timesteps"),
     _k("PLMS", "plms", ("plms",), kind="timesteps"),
-    SamplerSpec("UniPC", "UniPCMultistepScheduler", {}, ("unipc",)),
+    _k("UniPC", "unipc", ("unipc",), kind="timesteps"),
     SamplerSpec("LCM", "LCMScheduler", {}, ("k_lcm",), default_schedule="SGM Uniform"),
 ]
 SAMPLERS = [s for s in SAMPLERS_ALL if s.available]

@@ -97,7 +97,7 @@ class Reference:
         d_c, d_u = x - sigma * c, x - sigma * u
         return d_u + (d_c - d_u) * self.scale
 
-    def eps(self, x, t: int, scale: float | None = None):
+    def eps(self, x, t: float, scale: float | None = None):
         c, u = self._cfg_out(x, float(t), self.scale)
         s = self.scale if scale is None else scale
         return u + (c - u) * s, u
@@ -422,6 +422,66 @@ def s_plms(ref, x, grid, noise, **_):
     return x
 
 
+def s_unipc(ref, x, grid, noise, order=3, **_):
+    """UniPC-bh1 multistep with data prediction (Zhao et al. 2023) as A1111 configures it: len(grid) steps on t
+    evenly spaced from 1 to 1/1000, log α piecewise linear in t, the UNet at (t − 1/1000)·1000, lower orders first
+    and last, no corrector on the last step."""
+    n_train = len(ref.acp)
+    t_grid = np.linspace(0, 1, n_train + 1)[1:]
+    log_alpha = 0.5 * np.log(ref.acp.double().numpy())
+
+    def alpha(t):
+        return math.exp(np.interp(t, t_grid, log_alpha))
+
+    def std(t):
+        return math.sqrt(1 - alpha(t) ** 2)
+
+    def lam(t):
+        return math.log(alpha(t)) - math.log(std(t))
+
+    def x0(x, t):
+        e, _ = ref.eps(x, (t - 1 / n_train) * 1000)
+        return (x - std(t) * e) / alpha(t)
+
+    steps = len(grid)
+    order = min(order, steps)
+    ts = np.linspace(1.0, 1 / n_train, steps + 1)
+    hist = [(ts[0], x0(x, ts[0]))]  # (t, x0 prediction), oldest first
+
+    def step(x, t, k, correct):
+        t0, m0 = hist[-1]
+        h = lam(t) - lam(t0)
+        rks = [(lam(hist[-(i + 1)][0]) - lam(t0)) / h for i in range(1, k)]
+        d1s = [(hist[-(i + 1)][1] - m0) / rk for i, rk in enumerate(rks, start=1)]
+        rks = rks + [1.0]
+        hh = -h
+        phi, fact, b = math.expm1(hh) / hh - 1, 1, []
+        for i in range(1, k + 1):
+            b.append(phi * fact / hh)  # B(h) = h
+            fact *= i + 1
+            phi = phi / hh - 1 / fact
+        R = np.array([[r ** (i - 1) for r in rks] for i in range(1, k + 1)])
+        base = std(t) / std(t0) * x - alpha(t) * math.expm1(hh) * m0
+        pred = base
+        if d1s:
+            rho = [0.5] if k == 2 else np.linalg.solve(R[:-1, :-1], np.array(b[:-1]))
+            pred = base - alpha(t) * hh * sum(float(r) * d for r, d in zip(rho, d1s))
+        if not correct:
+            return pred, None
+        rho_c = [0.5] if k == 1 else np.linalg.solve(R, np.array(b))
+        m_t = x0(pred, t)
+        corr = sum(float(r) * d for r, d in zip(rho_c[:-1], d1s)) if d1s else 0
+        return base - alpha(t) * hh * (corr + float(rho_c[-1]) * (m_t - m0)), m_t
+
+    for i in range(1, steps + 1):
+        k = min(order, i, steps + 1 - i)
+        x, m = step(x, ts[i], k, i < steps)
+        if i < steps:
+            hist.append((ts[i], m if m is not None else x0(x, ts[i])))
+            hist = hist[-order:]
+    return x
+
+
 # sampler name → (function, default schedule, discard next-to-last σ, Brownian noise)
 K_SAMPLERS = {
     "Euler": (s_euler, "Uniform", False, False),
@@ -438,7 +498,8 @@ K_SAMPLERS = {
     "DPM++ 3M SDE": (s_dpmpp_3m_sde, "Exponential", True, True),
     "Restart": (s_restart, "Karras", False, False),
 }
-TIMESTEP_SAMPLERS = {"DDIM": s_ddim, "DDIM CFG++": lambda *a, **k: s_ddim(*a, cfgpp=True, **k), "PLMS": s_plms}
+TIMESTEP_SAMPLERS = {"DDIM": s_ddim, "DDIM CFG++": lambda *a, **k: s_ddim(*a, cfgpp=True, **k), "PLMS": s_plms,
+                     "UniPC": s_unipc}
 
 
 def run(model, sampler: str, steps: int, seeds: list[int], prompts: list[str], negatives: list[str],

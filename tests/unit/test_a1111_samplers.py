@@ -52,7 +52,7 @@ def test_default_schedule_batch_1(model, sampler):
     compare(model, sampler)
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM2 a", "DDIM",
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM2 a", "DDIM", "UniPC",
                                      "DPM++ 2S a", "Heun"])
 def test_batch_2_with_ensd(model, sampler):
     compare(model, sampler, seeds=(11, 12), ensd=31337)
