@@ -45,6 +45,8 @@ def sample(model, run, latents_init, noise, generators, denoiser, hooks, *, stat
     extra = getattr(p, "extra_generation_params", None)
     extra = extra if isinstance(extra, dict) else {}
     sched = schedule_of(model)
+    if spec.func == "lcm":
+        sched = ks.LCMSchedule(sched.alphas_cumprod)
     device = noise.device
     v_pred = model.scheduler_config().get("prediction_type") == "v_prediction"
     seeds = list(seeds) if seeds is not None else list(range(noise.shape[0]))
@@ -143,6 +145,8 @@ def sample(model, run, latents_init, noise, generators, denoiser, hooks, *, stat
             denoised = x * (1 / (sigma ** 2 + 1)) + out * (-sigma / (sigma ** 2 + 1) ** 0.5)
         else:
             denoised = x + out * (-sigma)
+        if spec.func == "lcm":
+            denoised = sched.consistency_out(sigma, denoised, x)
         return blend(denoised, sigma) if keep is not None else denoised
 
     def eps_model(x, t):

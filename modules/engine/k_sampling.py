@@ -97,6 +97,36 @@ class DiscreteSchedule:
         return append_zero(self.t_to_sigma(t))
 
 
+class LCMSchedule(DiscreteSchedule):
+    """Latent consistency models (Luo et al. 2023) are distilled on 50 of the 1000 steps (t = 19, 39, …, 999): the σ
+    of those, t snapped to the nearest of them, and A1111's LCM denoiser's uniform list from t = 999 to 19."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, original_steps: int = 50):
+        n = len(alphas_cumprod)
+        self.skip = n // original_steps
+        valid = torch.stack([alphas_cumprod[n - 1 - k * self.skip] for k in range(original_steps)]).flip(0)
+        super().__init__(valid)
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        log_sigma = torch.as_tensor(sigma, dtype=torch.float32).log()
+        nearest = (log_sigma.reshape(1, -1) - self.log_sigmas[:, None]).abs().argmin(dim=0)
+        return (nearest * self.skip + (self.skip - 1)).reshape(log_sigma.shape)
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        index = torch.clamp(((torch.as_tensor(t) - (self.skip - 1)) / self.skip).float(), min=0,
+                            max=len(self.sigmas) - 1)
+        return super().t_to_sigma(index)
+
+    def uniform(self, n: int) -> torch.Tensor:
+        t = torch.linspace(float(self.sigma_to_t(self.sigma_max)), float(self.sigma_to_t(self.sigma_min)), n)
+        return append_zero(self.t_to_sigma(t))
+
+    def consistency_out(self, sigma, x0, x):
+        """The consistency boundary condition: c_skip·x + c_out·x0 with σ_data = 0.5 at the scaled time 10·t."""
+        st = self.sigma_to_t(sigma).float() * 10.0
+        return st / (st ** 2 + 0.25) ** 0.5 * x0 + 0.25 / (st ** 2 + 0.25) * x
+
+
 def append_zero(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.new_zeros([1])])
 

@@ -1,12 +1,9 @@
 """A1111 sampler and schedule names.
 
-Most samplers run as A1111 runs them (modules/engine/k_sampling.py: k-diffusion-style functions over A1111's σ lists
-and timestep grids, with A1111's noise), so the same infotext gives the same image. LCM still runs through
-a diffusers scheduler (close to A1111, not equal). For that, each sampler names the diffusers scheduler class and its
-options. Schedule types become either a
-diffusers option (Karras/Exponential/Beta sigmas, a timestep spacing) or, for schedulers that take custom sigmas, a
-sigma list computed here (Polyexponential, KL Optimal, Align Your Steps; diffusers has no option for those, so the
-few lines that compute them are ours). Only pairs that run are offered: GET /samplers and /schedulers list these.
+Every sampler runs as A1111 runs it (modules/engine/k_sampling.py: k-diffusion-style functions over A1111's σ lists
+and timestep grids, with A1111's noise; modules/engine/a1111_loop.py: the pass), so the same infotext gives the same
+image. k_sigmas builds A1111's σ list for a schedule type. A spec may still name a diffusers scheduler class (`cls`)
+instead of a function: the older diffusers path in sampling.py then runs it (no built-in sampler uses it now).
 
 """
 from __future__ import annotations
@@ -108,7 +105,7 @@ SAMPLERS_ALL: list[SamplerSpec] = [
     _k("DDIM CFG++", "ddim_cfgpp", ("ddim_cfgpp",), kind="timesteps"),
     _k("PLMS", "plms", ("plms",), kind="timesteps"),
     _k("UniPC", "unipc", ("unipc",), kind="timesteps"),
-    SamplerSpec("LCM", "LCMScheduler", {}, ("k_lcm",), default_schedule="SGM Uniform"),
+    _k("LCM", "lcm", ("k_lcm",)),
 ]
 SAMPLERS = [s for s in SAMPLERS_ALL if s.available]
 

@@ -97,6 +97,20 @@ class Reference:
         d_c, d_u = x - sigma * c, x - sigma * u
         return d_u + (d_c - d_u) * self.scale
 
+    # LCM's 50 distilled steps
+    def lcm_sigmas(self, n: int) -> list[float]:
+        ts = np.linspace(999, 19, n)
+        logs = np.log(self.model_sigmas.double().numpy())[19::20]
+        return [math.exp(np.interp((t - 19) / 20, np.arange(50), logs)) for t in ts] + [0.0]
+
+    def lcm_denoise(self, x, sigma: float):
+        logs = np.log(self.model_sigmas.double().numpy())[19::20]
+        t = int(np.abs(logs - math.log(sigma)).argmin()) * 20 + 19
+        c, u = self._cfg_out(x / math.sqrt(sigma ** 2 + 1), float(t), self.scale)
+        x0 = x - sigma * (u + (c - u) * self.scale)
+        st = t * 10.0
+        return st / math.sqrt(st ** 2 + 0.25) * x0 + 0.25 / (st ** 2 + 0.25) * x
+
     def eps(self, x, t: float, scale: float | None = None):
         c, u = self._cfg_out(x, float(t), self.scale)
         s = self.scale if scale is None else scale
@@ -379,6 +393,49 @@ def s_dpm_fast(ref, x, smin: float, smax: float, n: int, noise, eta=1.0, **_):
     return x
 
 
+def s_dpm_adaptive(ref, x, smin: float, smax: float, noise, eta=1.0, rtol=0.05, atol=0.0078, h=0.05, **_):
+    """DPM-Solver-23 with adaptive steps (PID controller with only the integral term, safety 0.81), A1111's eta 1:
+    each accepted step ends below the target level and adds noise back up to it."""
+    def eps(x, lt):
+        s = math.exp(-lt)
+        return (x - ref.denoise(x, s)) / s
+
+    def solve2(x, t, tn, e, r1=1 / 3):
+        hh = tn - t
+        s1 = t + r1 * hh
+        e1 = eps(x - math.exp(-s1) * math.expm1(r1 * hh) * e, s1)
+        return x - math.exp(-tn) * math.expm1(hh) * e - math.exp(-tn) / (2 * r1) * math.expm1(hh) * (e1 - e)
+
+    def solve3(x, t, tn, e):
+        hh = tn - t
+        s1, s2 = t + hh / 3, t + 2 * hh / 3
+        e1 = eps(x - math.exp(-s1) * math.expm1(hh / 3) * e, s1)
+        u2 = x - math.exp(-s2) * math.expm1(2 * hh / 3) * e - math.exp(-s2) * 2 * \
+            (math.expm1(2 * hh / 3) / (2 * hh / 3) - 1) * (e1 - e)
+        e2 = eps(u2, s2)
+        return x - math.exp(-tn) * math.expm1(hh) * e - math.exp(-tn) * 1.5 * (math.expm1(hh) / hh - 1) * (e2 - e)
+
+    s, t_end = -math.log(smax), -math.log(smin)
+    x_prev, inv_prev = x, None
+    while s < t_end - 1e-5:
+        t = min(t_end, s + h)
+        down, _ = ancestral(math.exp(-s), math.exp(-t), eta)
+        t_ = min(t_end, -math.log(down))
+        up = math.sqrt(math.exp(-t) ** 2 - math.exp(-t_) ** 2)
+        e = eps(x, s)
+        low, high = solve2(x, s, t_, e), solve3(x, s, t_, e)
+        delta = torch.maximum(torch.tensor(atol), rtol * torch.maximum(low.abs(), x_prev.abs()))
+        error = float(torch.linalg.norm((low - high) / delta) / x.numel() ** 0.5)
+        inv = 1 / (error + 1e-8)
+        factor = 1 + math.atan(inv ** (1 / 1.5) - 1)
+        h *= factor
+        if factor >= 0.81:
+            x_prev = low
+            x = high + up * noise()
+            s = t
+    return x
+
+
 def ddim_grid(steps: int) -> list[int]:
     return [min(max(t + 1, 0), 999) for t in range(0, 1000, 1000 // steps)]
 
@@ -482,6 +539,16 @@ def s_unipc(ref, x, grid, noise, order=3, **_):
     return x
 
 
+def s_lcm(ref, x, sig, noise, **_):
+    """A1111's LCM: its denoiser knows only t = 19, 39, …, 999 (σ snapped to the nearest), returns the consistency
+    output c_skip·x + c_out·x0 (σ_data 0.5, time ×10); the sampler jumps to it and renoises to the next σ."""
+    for i in range(len(sig) - 1):
+        x = ref.lcm_denoise(x, sig[i])
+        if sig[i + 1] > 0:
+            x = x + sig[i + 1] * noise()
+    return x
+
+
 # sampler name → (function, default schedule, discard next-to-last σ, Brownian noise)
 K_SAMPLERS = {
     "Euler": (s_euler, "Uniform", False, False),
@@ -512,6 +579,12 @@ def run(model, sampler: str, steps: int, seeds: list[int], prompts: list[str], n
     x = rng.first()
     if sampler in TIMESTEP_SAMPLERS:
         return TIMESTEP_SAMPLERS[sampler](ref, x, ddim_grid(steps), rng.next)
+    if sampler == "LCM":
+        sig = ref.lcm_sigmas(steps)
+        return s_lcm(ref, x * sig[0], sig, rng.next)
+    if sampler == "DPM adaptive":
+        sig = ref.sigmas("Uniform", steps)
+        return s_dpm_adaptive(ref, x * sig[0], float(ref.model_sigmas[0]), float(ref.model_sigmas[-1]), rng.next)
     if sampler == "DPM fast":
         sig = ref.sigmas("Uniform", steps)
         return s_dpm_fast(ref, x * sig[0], float(ref.model_sigmas[0]), float(ref.model_sigmas[-1]), steps, rng.next)

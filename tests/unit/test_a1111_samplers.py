@@ -44,7 +44,7 @@ def compare(model, sampler, steps=4, seeds=(5,), schedule="Automatic", ensd=0, p
     return got
 
 
-ALL = list(ref.K_SAMPLERS) + list(ref.TIMESTEP_SAMPLERS) + ["DPM fast"]
+ALL = list(ref.K_SAMPLERS) + list(ref.TIMESTEP_SAMPLERS) + ["DPM fast", "DPM adaptive", "LCM"]
 
 
 @pytest.mark.parametrize("sampler", ALL)
