@@ -52,7 +52,20 @@ class SamplerSpec:
     second_order: bool = False
 
     def to_api(self) -> dict:
-        return {"name": self.name, "aliases": list(self.aliases), "options": {}}
+        """GET /sdapi/v1/samplers: name, aliases and A1111's option flags for this sampler."""
+        options = {}
+        if self.default_schedule != "Uniform":
+            options["scheduler"] = self.default_schedule.lower()
+        if self.discard_penultimate:
+            options["discard_next_to_last_sigma"] = True
+        if self.ancestral:
+            options["uses_ensd"] = True
+        if self.second_order:
+            options["second_order"] = True
+        if self.brownian:
+            options["brownian_noise"] = True
+        options.update(self.options)
+        return {"name": self.name, "aliases": list(self.aliases), "options": options}
 
     @property
     def available(self) -> bool:

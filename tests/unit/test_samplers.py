@@ -63,3 +63,15 @@ def test_stochastic_samplers_are_reproducible(model, sampler):
     b = pixels(run(model, sampler_name=sampler, seed=33, steps=3).images[0])
     c = pixels(run(model, sampler_name=sampler, seed=34, steps=3).images[0])
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_the_list_is_a1111s_with_its_options():
+    listed = {s["name"]: s for s in (spec.to_api() for spec in samplers.SAMPLERS)}
+    assert list(listed) == ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a",
+                            "DPM++ 3M SDE", "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast",
+                            "DPM adaptive", "Restart", "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM"]
+    assert listed["DPM2 a"]["options"] == {"scheduler": "karras", "discard_next_to_last_sigma": True,
+                                           "uses_ensd": True, "second_order": True}
+    assert listed["DPM++ 2M SDE Heun"]["options"] == {"scheduler": "exponential", "brownian_noise": True,
+                                                      "solver_type": "heun"}
+    assert listed["Euler a"]["aliases"] == ["k_euler_a", "k_euler_ancestral"] and listed["Euler"]["options"] == {}
