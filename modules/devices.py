@@ -54,12 +54,13 @@ def _from_args(args: argparse.Namespace | None) -> DeviceConfig:
     # CPU: bf16 (fp32's range, half its bits) for the UNet and text encoders where the CPU computes it natively:
     # measured 2.0x faster per SD 1.5 step than fp32 at 51 dB PSNR (docs/PERFORMANCE.md). Elsewhere fp32.
     # --no-half / --precision full force fp32; --precision half asks for bf16 even without native support.
-    # The VAE stays fp32 unless --precision half (decoding is a small part of the time and bf16 bands colours).
+    # The VAE runs in bf16 too unless --no-half-vae: with channels-last weights its decode takes 0.2x the fp32 time
+    # (issue #21; bench/bench_speed.py reports the PSNR), and its last convolution stays fp32 (loader._cpu_layout).
     precision = getattr(args, "precision", "autocast") if args is not None else "full"
     if args is None or getattr(args, "no_half", False) or precision == "full":
         return DeviceConfig(torch.device("cpu"), torch.float32, torch.float32)
     if precision == "half" or cpu_has_bf16():
-        vae = torch.bfloat16 if precision == "half" and not getattr(args, "no_half_vae", False) else torch.float32
+        vae = torch.float32 if getattr(args, "no_half_vae", False) else torch.bfloat16
         return DeviceConfig(torch.device("cpu"), torch.bfloat16, vae)
     return DeviceConfig(torch.device("cpu"), torch.float32, torch.float32)
 

@@ -159,7 +159,7 @@ def build_model(info: CheckpointInfo, sd: dict, spec: ModelSpec, tokenizer_dir: 
         raise ModelFileError(f"{path}: weights do not fit the {spec.label} layout: {str(exc)[:300]}") from None
     tokenizers = [tokenizer(tokenizer_dir, enc.get("pad_token", "<|endoftext|>")) for enc in spec.text_encoders]
     model = SDModel(info, spec, _cpu_layout(_place(unet, device, dtype)),
-                    _cpu_layout(_place(vae, device, vae_dtype or dtype)),
+                    _fp32_image_out(_cpu_layout(_place(vae, device, vae_dtype or dtype))),
                     [_place(e, device, dtype) for e in encoders], tokenizers, device, dtype)
     model.extra.update(_metadata_extras(path))
     return model
@@ -198,6 +198,22 @@ def _cpu_layout(module):
     if p.device.type == "cpu" and p.dtype == torch.bfloat16:
         module.to(memory_format=torch.channels_last)
     return module
+
+
+def _cast_input_fp32(_module, args):
+    return tuple(a.float() if torch.is_tensor(a) else a for a in args)
+
+
+def _fp32_image_out(vae):
+    """A bf16 VAE on the CPU computes its last convolution (the image itself) in fp32: bf16's 8-bit mantissa would
+    step the output by up to half an 8-bit level near white and band smooth gradients; that layer is 3 output
+    channels, so fp32 there costs nearly nothing. A later vae.to(fp32) (the NaN fall-back) keeps working."""
+    conv = getattr(getattr(vae, "decoder", None), "conv_out", None)
+    p = next(vae.parameters())
+    if conv is not None and p.device.type == "cpu" and p.dtype == torch.bfloat16:
+        conv.float()
+        conv.register_forward_pre_hook(_cast_input_fp32)
+    return vae
 
 
 def load_vae_weights(model: SDModel, vae_path: Path | None) -> None:

@@ -97,7 +97,9 @@ def test_precision_choice_on_cpu(monkeypatch):
     assert devices.cpu_has_bf16("flags : fpu avx2") is False
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda cpuinfo=None: True)
     auto = devices.from_args(cmd_args.parse([], env={}))
-    assert (auto.dtype, auto.vae_dtype) == (torch.bfloat16, torch.float32)
+    assert (auto.dtype, auto.vae_dtype) == (torch.bfloat16, torch.bfloat16)  # issue #21: bf16 VAE, fp32 conv_out
+    no_half_vae = devices.from_args(cmd_args.parse(["--no-half-vae"], env={}))
+    assert (no_half_vae.dtype, no_half_vae.vae_dtype) == (torch.bfloat16, torch.float32)
     assert devices.from_args(cmd_args.parse(["--no-half"], env={})).dtype == torch.float32
     assert devices.from_args(cmd_args.parse(["--precision", "full"], env={})).dtype == torch.float32
     assert devices.from_args(None).dtype == torch.float32

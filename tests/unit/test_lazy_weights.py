@@ -136,3 +136,19 @@ def test_fp32_cpu_model_keeps_the_contiguous_layout(tmp_path):
     write_tiny_checkpoint(path, "sd1", seed=1)
     model = _manager(tmp_path, torch.float32, torch.float32).require()
     assert model.unet.conv_in.weight.is_contiguous()
+
+
+def test_bf16_vae_decodes_its_last_layer_in_fp32(tmp_path):
+    from modules.engine.vae_codec import decode_to_tensor
+    path = tmp_path / "Stable-diffusion" / "m.safetensors"
+    path.parent.mkdir()
+    write_tiny_checkpoint(path, "sd1", seed=1)
+    model = _manager(tmp_path, torch.bfloat16, torch.bfloat16).require()
+    assert model.vae.dtype == torch.bfloat16 and model.vae.decoder.conv_out.weight.dtype == torch.float32
+    seen = []
+    model.vae.decoder.conv_out.register_forward_hook(lambda m, a, out: seen.append((a[0].dtype, out.dtype)))
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    images = decode_to_tensor(model, z)
+    assert seen == [(torch.float32, torch.float32)] and images.shape == (1, 3, 16, 16)
+    model.vae.to(torch.float32)  # what the NaN fall-back does: still decodes
+    assert decode_to_tensor(model, z).shape == (1, 3, 16, 16)
