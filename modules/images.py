@@ -413,11 +413,19 @@ def resize_image(resize_mode: int, im: Image.Image, width: int, height: int,
     from modules.engine.image_ops import resize_image as resize
     from modules.engine.run import IMAGE_UPSCALERS
     name = upscaler_name or "Lanczos"
-    if name not in IMAGE_UPSCALERS:
-        raise ValueError(f"resize_image: unknown upscaler_name {upscaler_name!r}; choose one of "
-                         f"{list(IMAGE_UPSCALERS)}")
     if resize_mode not in (0, 1, 2, 3):
         raise ValueError(f"resize_image: resize_mode must be 0, 1, 2 or 3, got {resize_mode!r}")
+    if name not in IMAGE_UPSCALERS:
+        from modules import shared
+        model = next((u for u in shared.sd_upscalers if u.name == name), None)
+        if model is None:
+            raise ValueError(f"resize_image: unknown upscaler_name {upscaler_name!r}; choose one of "
+                             f"{[u.name for u in shared.sd_upscalers]}")
+        # A1111: an upscaler model enlarges the image first (when it must grow), Lanczos does the rest
+        scale = max(width / im.width, height / im.height)
+        if scale > 1.0:
+            im = model.scaler.upscale(im, scale, model.data_path)
+        return resize(resize_mode, im, width, height, Image.Resampling.LANCZOS)
     return resize(resize_mode, im, width, height, IMAGE_UPSCALERS[name] or Image.Resampling.LANCZOS)
 
 

@@ -141,6 +141,12 @@ def create_router(rt, deps: list) -> APIRouter:
                   for m in rt.upscaler_models.list()]
         return pillow + models
 
+    @r.get("/realesrgan-models")
+    def realesrgan_models():
+        # A1111: the Real-ESRGAN upscaler's models (its offered download list and the files in its folder)
+        return [{"name": m.name, "path": m.data_path, "scale": m.scale} for m in rt.upscaler_models.list()
+                if m.family.name == "RealESRGAN"]
+
     @r.get("/sd-models", response_model=list[m.SDModelItem])
     def sd_models():
         return [c.to_api() for c in rt.registry.checkpoints]

@@ -144,7 +144,7 @@ def create_router(rt, deps) -> APIRouter:
             cuda = {"error": "unavailable: no CUDA device"}
         return {"ram": ram, "cuda": cuda}
 
-    for path in ("face-restorers", "realesrgan-models"):
+    for path in ("face-restorers",):   # /realesrgan-models: modules/api/routes.py (the upscaler models)
         r.add_api_route(f"/{path}", lambda: [], methods=["GET"])
 
     @r.get("/hypernetworks")

@@ -26,7 +26,10 @@ def get(server, path):
 
 
 def test_list_routes_have_a1111_shapes(server):
-    assert get(server, "face-restorers") == [] and get(server, "realesrgan-models") == []
+    assert get(server, "face-restorers") == []
+    # A1111's offered Real-ESRGAN downloads (no file in this data folder): name, URL as the path, scale
+    assert [(m["name"], m["scale"]) for m in get(server, "realesrgan-models")] == [("R-ESRGAN 4x+", 4),
+                                                                                   ("R-ESRGAN 4x+ Anime6B", 4)]
     assert get(server, "hypernetworks") == []
     # the built-in Lora and ControlNet are the extensions of a fresh install (A1111 lists its built-ins too);
     # ControlNet is its one script (Lora registers an extra-network kind, not a script)

@@ -63,6 +63,9 @@ def test_upscalers_list_models_with_their_real_scale(upscaler_server):
     assert entry["model_path"] == entry["model_url"] == \
         "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth"
     assert entry["scale"] == 4
+    real = requests.get(upscaler_server.api("realesrgan-models"), timeout=30).json()   # A1111's {name, path, scale}
+    assert [(m["name"], m["scale"]) for m in real] == [("R-ESRGAN 4x+", 4), ("R-ESRGAN 4x+ Anime6B", 4),
+                                                       ("tiny_compact", 2)]
     # a file added while the server runs is listed at the next request
     factory.write(upscaler_server.data_dir / "models" / "DAT" / "late_dat.pth", "dat", scale=3)
     assert upscalers(upscaler_server)["late_dat"]["scale"] == 3

@@ -253,3 +253,27 @@ def test_offline_error_names_file_url_and_folder(tmp_path, monkeypatch):
     off = UpscalerModels(tmp_path / "models", allow_download=False)
     with pytest.raises(UpscalerModelMissing, match="downloads are turned off"):
         off.ensure_file(off.find("ScuNET PSNR"))
+
+
+def test_shared_sd_upscalers_and_resize_image_with_a_model(tmp_path, models_dir, monkeypatch):
+    """What extensions and A1111's scripts see: shared.sd_upscalers (built-ins first, then the models, re-read at
+    each access) and images.resize_image by an upscaler model's name."""
+    from modules import cmd_args, images, shared
+    from modules.runtime import Runtime
+    rt = Runtime(cmd_args.parse(["--data-dir", str(tmp_path), "--models-dir", str(models_dir), "--no-half"], env={}))
+    for name in ("_runtime", "_model_view", "_upscalers", "config_filename", "device", "data_path", "models_path"):
+        monkeypatch.setattr(shared, name, getattr(shared, name))
+    shared.bind(rt)
+    names = [u.name for u in shared.sd_upscalers]
+    assert names[:3] == ["None", "Lanczos", "Nearest"] and "my_compact" in names and "R-ESRGAN 4x+" in names
+    assert "Upscaling" in {info.section[1] for info in rt.options.info.values() if info.section}
+    assert rt.options.ESRGAN_tile == 192 and rt.options.SCUNET_tile == 256
+    out = images.resize_image(1, picture(24, 20), 60, 40, upscaler_name="my_compact")
+    lanczos = images.resize_image(1, picture(24, 20), 60, 40, upscaler_name="Lanczos")
+    assert out.size == lanczos.size == (60, 40)
+    assert np.abs(np.asarray(out, np.int16) - np.asarray(lanczos, np.int16)).mean() > 5
+    factory.write(models_dir / "HAT" / "added_later.pth", "hat", scale=2)
+    try:
+        assert "added_later" in [u.name for u in shared.sd_upscalers]
+    finally:
+        (models_dir / "HAT" / "added_later.pth").unlink()
