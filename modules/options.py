@@ -232,7 +232,7 @@ def _defaults() -> dict[str, OptionInfo]:
         "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", "Stable Diffusion", minimum=1, maximum=12,
                                                infotext="Clip skip"),
         "randn_source": OptionInfo("CPU", "Random number generator source", "Sampler parameters",
-                                   choices=["CPU", "GPU"], infotext="RNG"),
+                                   choices=["CPU", "GPU", "NV"], infotext="RNG"),
         "eta_noise_seed_delta": OptionInfo(0, "Eta noise seed delta", "Sampler parameters", minimum=0,
                                            infotext="ENSD"),
         # A1111's default is the new timelines: [a:b:N] with a "." is a fraction, hires fix counts from 1 to 2

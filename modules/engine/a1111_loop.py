@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from modules.engine import k_sampling as ks
-from modules.engine import samplers
+from modules.engine import rng, samplers
 from modules.engine.hooks import AfterStepArgs, ExtraNoiseParams, MaskBlendArgs, StepInfo
 
 
@@ -53,8 +53,7 @@ def sample(model, run, latents_init, noise, generators, denoiser, hooks, *, stat
     img2img = run.strength is not None
 
     def step_noise(_sigma=None, _sigma_next=None) -> torch.Tensor:
-        return torch.stack([torch.randn(noise.shape[1:], generator=g, device=g.device, dtype=torch.float32)
-                            for g in generators]).to(device)
+        return torch.stack([rng.draw(g, noise.shape[1:]).to(device) for g in generators])
 
     # the pass's σ list / timestep grid and the starting latents
     if spec.kind == "timesteps":

@@ -83,8 +83,54 @@ def _convert(value):
 
 
 # Settings-type infotext keys: they go to override_settings, not to the parameters (the parameters' keys come from
-# the schema, params.FIELDS).
+# the schema, params.FIELDS). The sampler settings' keys (Eta, Sigma churn, Schedule rho, …) are added below.
 _SETTINGS = {"ENSD": ("eta_noise_seed_delta", int), "RNG": ("randn_source", str)}
+
+
+def _add_sampler_settings() -> None:
+    from modules.sampler_settings import option_templates
+    for key, info in option_templates().items():
+        default = info.default
+        conv = (lambda v: v if isinstance(v, bool) else str(v) == "True") if isinstance(default, bool) else type(default)
+        _SETTINGS[info.infotext] = (key, conv)
+
+
+_add_sampler_settings()
+
+# A1111 v1.10 infotext keys that change the image and that this engine does not do (value: what A1111 writes when it
+# is on; None: any value)
+_LACKING = {"Noise schedule": None, "Skip Early CFG": None, "Downcast alphas_cumprod": None, "Pad conds v0": None,
+            "Token merging ratio": None, "Token merging ratio hr": None, "Emphasis": "Original"}
+RNG_SOURCES = ("CPU", "GPU", "NV")
+
+
+def unsupported(text: str) -> list[str]:
+    """What an infotext asks for that we cannot do, as "key: value" items ("not supported here: …"): an unknown
+    sampler or schedule type (never silently replaced by another), an RNG source we lack, and A1111 settings that
+    change the image which this engine does not have."""
+    from modules.engine import samplers
+    parsed = parse(text or "")
+    out = []
+    for s_key, t_key in (("Sampler", "Schedule type"), ("Hires sampler", "Hires schedule type")):
+        name, schedule = parsed.get(s_key), parsed.get(t_key)
+        if name is None and schedule is None:
+            continue
+        if name is not None:
+            try:
+                samplers.resolve(str(name), "Automatic")
+            except samplers.SamplerError:
+                out.append(f"{s_key}: {name}")
+        if schedule is not None and samplers.canonical_schedule(str(schedule)) is None:
+            out.append(f"{t_key}: {schedule}")
+    if "RNG" in parsed and str(parsed["RNG"]) not in RNG_SOURCES:
+        out.append(f"RNG: {parsed['RNG']}")
+    for key, allowed in _LACKING.items():
+        if key in parsed and (allowed is None or str(parsed[key]) != allowed):
+            value = parsed[key]
+            if key.startswith("Token merging") and float(value or 0) == 0:
+                continue
+            out.append(f"{key}: {value}")
+    return out
 
 
 def _param_value(f, value):

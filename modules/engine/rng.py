@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 
 MAX_SEED = 4294967294
@@ -17,14 +18,67 @@ def resolve_seed(seed: int | None) -> int:
     return random_seed() if seed is None or int(seed) == -1 else int(seed)
 
 
-def generator(seed: int, source: str = "CPU", device: torch.device | str = "cpu") -> torch.Generator:
+class PhiloxGenerator:
+    """A1111's "NV" noise source: the normal numbers an NVIDIA GPU's torch.randn gives for a seed, computed on the CPU
+    so that they are the same on any machine. Counter-based Philox-4x32 with 10 rounds (Salmon et al. 2011, "Parallel
+    random numbers: as easy as 1, 2, 3"), key = the 64-bit seed, counter = (call number, 0, element index, 0); the
+    first two output words become one normal number by the Box–Muller transform, in float32 as cuRAND computes it.
+    Written here because no library offers cuRAND's stream on the CPU."""
+
+    M = (np.uint64(0xD2511F53), np.uint64(0xCD9E8D57))
+    W = (np.uint32(0x9E3779B9), np.uint32(0xBB67AE85))
+    device = torch.device("cpu")
+
+    def __init__(self, seed: int):
+        self.seed = int(seed) & 0xFFFF_FFFF_FFFF_FFFF
+        self.offset = 0
+
+    @staticmethod
+    def _hi_lo(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (x >> np.uint64(32)).astype(np.uint32), (x & np.uint64(0xFFFF_FFFF)).astype(np.uint32)
+
+    def randn(self, shape) -> torch.Tensor:
+        n = int(np.prod(shape))
+        c0 = np.full(n, self.offset & 0xFFFF_FFFF, dtype=np.uint32)
+        c1 = np.zeros(n, dtype=np.uint32)
+        c2 = np.arange(n, dtype=np.uint32)
+        c3 = np.zeros(n, dtype=np.uint32)
+        k0 = np.full(n, self.seed & 0xFFFF_FFFF, dtype=np.uint32)
+        k1 = np.full(n, self.seed >> 32, dtype=np.uint32)
+        self.offset += 1
+        with np.errstate(over="ignore"):
+            for r in range(10):
+                hi0, lo0 = self._hi_lo(c0.astype(np.uint64) * self.M[0])
+                hi1, lo1 = self._hi_lo(c2.astype(np.uint64) * self.M[1])
+                c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+                if r < 9:
+                    k0, k1 = k0 + self.W[0], k1 + self.W[1]
+        inv32 = np.float32(2.3283064e-10)
+        inv32_2pi = np.float32(2.3283064e-10 * 6.2831855)
+        u = c0.astype(np.float32) * inv32 + inv32 / np.float32(2)
+        v = c1.astype(np.float32) * inv32_2pi + inv32_2pi / np.float32(2)
+        out = np.sqrt(np.float32(-2.0) * np.log(u)) * np.sin(v)
+        return torch.from_numpy(out.astype(np.float32).reshape(tuple(shape)))
+
+
+def generator(seed: int, source: str = "CPU", device: torch.device | str = "cpu"):
+    """The seed's generator for a noise source: CPU (A1111's default: the same numbers on every device), GPU (the
+    device's own generator), NV (PhiloxGenerator)."""
+    if source == "NV":
+        return PhiloxGenerator(seed)
     gen_device = "cpu" if source == "CPU" or torch.device(device).type == "cpu" else device
     return torch.Generator(gen_device).manual_seed(int(seed))
 
 
+def draw(gen, shape) -> torch.Tensor:
+    """The next normal numbers of a generator made by `generator` (float32, on the generator's device)."""
+    if isinstance(gen, PhiloxGenerator):
+        return gen.randn(shape)
+    return torch.randn(tuple(shape), generator=gen, device=gen.device, dtype=torch.float32)
+
+
 def randn(seed: int, shape: tuple[int, ...], source: str = "CPU", device: torch.device | str = "cpu") -> torch.Tensor:
-    g = generator(seed, source, device)
-    return torch.randn(shape, generator=g, device=g.device, dtype=torch.float32)
+    return draw(generator(seed, source, device), shape)
 
 
 def slerp(t: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -59,11 +113,13 @@ def image_noise(shape: tuple[int, int, int], seed: int, subseed: int | None = No
     if resize_from and resize_from[0] > 0 and resize_from[1] > 0:
         noise_shape = (shape[0], resize_from[1] // latent_factor, resize_from[0] // latent_factor)
     gen = generator(seed, source, device)
-    noise = torch.randn(noise_shape, generator=gen, device=gen.device, dtype=torch.float32)
+    # as A1111: with "resize seed from", the seed's noise at the old size comes from a fresh generator and the
+    # image's own generator draws the full-size noise it is pasted into (and goes on from there)
+    noise = draw(gen, noise_shape) if noise_shape == shape else randn(seed, noise_shape, source, device)
     if subseed is not None and subseed_strength:
         noise = slerp(subseed_strength, noise, randn(subseed, noise_shape, source, device))
     if noise_shape != shape:
-        noise = _paste_centered(randn(seed, shape, source, device), noise)
+        noise = _paste_centered(draw(gen, shape), noise)
     return noise, gen
 
 

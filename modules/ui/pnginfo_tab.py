@@ -46,9 +46,24 @@ def paste_values(text: str, fields: list[str]) -> list:
         return [gr.update() for _ in fields]
     params, _overrides = infotext.to_params(text)
     params.update(_callback_rewrites(text))
+    problems = infotext.unsupported(text)
+    if problems:
+        # never replaced by something else silently: the fields stay as they are, and the user is told
+        gr.Warning(unsupported_message(problems))
+        for item in problems:
+            field = _UNSUPPORTED_FIELDS.get(item.partition(":")[0])
+            params.pop(field, None)
     if "enable_hr" not in params and "enable_hr" in fields:
         params["enable_hr"] = False
     return [gr.update(value=params[f]) if f in params else gr.update() for f in fields]
+
+
+_UNSUPPORTED_FIELDS = {"Sampler": "sampler_name", "Schedule type": "scheduler", "Hires sampler": "hr_sampler_name",
+                       "Hires schedule type": "hr_scheduler"}
+
+
+def unsupported_message(problems: list[str]) -> str:
+    return "not supported here: " + "; ".join(problems)
 
 
 _PROMPT_KEYS = {"Prompt": "prompt", "Negative prompt": "negative_prompt", "Hires prompt": "hr_prompt",

@@ -126,3 +126,73 @@ def test_settings_exist_with_a1111_keys_and_infotext_keys():
     assert templates["always_discard_next_to_last_sigma"].infotext == "Discard penultimate sigma"
     opts = sampler_settings.sampler_options({"rho": "5", "pad_cond_uncond": True}.get)
     assert opts.rho == 5.0 and opts.pad_cond_uncond and opts.eta_ancestral == 1.0
+
+
+# --- infotexts written by A1111 -------------------------------------------------------------------------------------
+
+A1111_SAVED = """a red circle
+Negative prompt: blurry
+Steps: 4, Sampler: DPM2 a, Schedule type: Exponential, CFG scale: 6.5, Seed: 1234, Size: 32x32, Model hash: 0123456789, Model: m, Eta: 0.8, Sigma churn: 0.5, Schedule rho: 5, Discard penultimate sigma: True, ENSD: 31337, Pad conds: True, Version: v1.10.1"""
+
+
+def test_an_a1111_infotext_gives_a1111s_settings_and_image(model):
+    from modules import processing
+    from modules.engine import infotext
+    from modules.engine.samplers import SamplerOptions
+    kwargs, overrides = infotext.to_params(A1111_SAVED)
+    assert (kwargs["sampler_name"], kwargs["scheduler"], kwargs["steps"], kwargs["cfg_scale"], kwargs["seed"]) == \
+        ("DPM2 a", "Exponential", 4, 6.5, 1234)
+    assert overrides["eta_ancestral"] == 0.8 and overrides["s_churn"] == 0.5 and overrides["rho"] == 5.0
+    assert overrides["always_discard_next_to_last_sigma"] is True and overrides["pad_cond_uncond"] is True
+    assert overrides["eta_noise_seed_delta"] == 31337
+    assert infotext.unsupported(A1111_SAVED) == []
+    # the same settings A1111 would use: eta 0.8 moves DPM2 a's noise; the engine matches the reference with them
+    opts = SamplerOptions(eta_ancestral=overrides["eta_ancestral"], s_churn=overrides["s_churn"],
+                          rho=overrides["rho"],
+                          always_discard_next_to_last_sigma=overrides["always_discard_next_to_last_sigma"])
+    got = engine_latents(model, opts=processing.RunOptions(ensd=31337, sampler=opts),
+                         **{k: v for k, v in kwargs.items() if k in ("prompt", "negative_prompt", "sampler_name",
+                                                                     "scheduler", "steps", "cfg_scale", "seed")},
+                         width=32, height=32)
+    base = engine_latents(model, opts=processing.RunOptions(ensd=31337), prompt="a red circle",
+                          negative_prompt="blurry", sampler_name="DPM2 a", scheduler="Exponential", steps=4,
+                          cfg_scale=6.5, seed=1234)
+    assert not torch.allclose(got, base)
+
+
+def test_what_we_lack_is_reported_and_not_replaced():
+    from modules.engine import infotext
+    from modules.ui import pnginfo_tab
+    text = A1111_SAVED.replace("Sampler: DPM2 a", "Sampler: Euler SMEA Dy").replace(
+        "Schedule type: Exponential", "Schedule type: Turbo").replace("Version", "Noise schedule: Zero Terminal SNR, "
+                                                                     "Version")
+    problems = infotext.unsupported(text)
+    assert problems == ["Sampler: Euler SMEA Dy", "Schedule type: Turbo", "Noise schedule: Zero Terminal SNR"]
+    assert pnginfo_tab.unsupported_message(problems).startswith("not supported here: Sampler: Euler SMEA Dy")
+    fields = ["prompt", "sampler_name", "scheduler", "steps"]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        updates = dict(zip(fields, pnginfo_tab.paste_values(text, fields)))
+    assert "value" not in updates["sampler_name"] and "value" not in updates["scheduler"]
+    assert updates["steps"]["value"] == 4 and updates["prompt"]["value"] == "a red circle"
+
+
+def test_nv_noise_source_is_cudas_randn():
+    from modules.engine import rng
+    # torch.randn((3, 4), generator=torch.Generator("cuda").manual_seed(0), device="cuda") on an NVIDIA GPU
+    want = torch.tensor([[-0.92466259, -0.42534415, -2.6438457, 0.14518388],
+                         [-0.12086647, -0.57972564, -0.62285122, -0.32838709],
+                         [-1.07454231, -0.36314407, -1.67105067, 2.26550497]])
+    assert torch.allclose(rng.randn(0, (3, 4), "NV"), want, atol=1e-6)
+    noise, gens = rng.batch_noise((4, 4, 4), [7, 8], source="NV", ensd=0)
+    assert torch.equal(noise[1], rng.randn(8, (4, 4, 4), "NV"))
+    assert not torch.equal(rng.draw(gens[0], (4, 4, 4)), noise[0])  # the generator goes on to the next numbers
+
+
+def test_nv_source_runs_ancestral_sampling(model):
+    from modules import processing
+    a = engine_latents(model, opts=processing.RunOptions(randn_source="NV"), sampler_name="Euler a", steps=3)
+    b = engine_latents(model, opts=processing.RunOptions(randn_source="NV"), sampler_name="Euler a", steps=3)
+    c = engine_latents(model, sampler_name="Euler a", steps=3)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
