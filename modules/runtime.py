@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from modules import atomic_file, devices, images, job_executors, paths as paths_mod, processing
-from modules.engine import extra_networks, samplers
+from modules.engine import extra_networks, samplers, speedups
 from modules.engine import payload as payload_codec
 from modules.engine.hooks import Hooks
 from modules.engine.params import GenerationParams, ParamError
@@ -231,7 +231,8 @@ class Runtime:
             use_old_scheduling=bool(view.get("use_old_scheduling", False)),
             sampler=sampler_settings.sampler_options(view.get),
             extra_noise=float(view.get("img2img_extra_noise", 0.0) or 0.0),
-            upscalers=upscaler_models.JobUpscalers(self.upscaler_models, view.get))
+            upscalers=upscaler_models.JobUpscalers(self.upscaler_models, view.get),
+            speed=speedups.from_settings(view.get, getattr(view, "_overrides", {})))
 
     @property
     def params_file(self) -> Path:

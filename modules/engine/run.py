@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from modules.engine import extra_networks, infotext_fields, inpaint, latent_preview, rng, samplers
+from modules.engine import extra_networks, infotext_fields, inpaint, latent_preview, rng, samplers, speedups
 from modules.engine.conditioning import StepConditioner
 from modules.engine.denoiser import Denoiser
 from modules.engine.hooks import (PostprocessBatchListArgs, PostprocessImageArgs, PostProcessMaskOverlayArgs,
@@ -45,6 +45,7 @@ class RunOptions:
     # the model upscalers hr_upscaler may name (modules.models.upscaler_models.JobUpscalers); None: Pillow/latent only
     upscalers: Any = None
     sampler: samplers.SamplerOptions = field(default_factory=samplers.SamplerOptions)
+    speed: speedups.SpeedOptions = field(default_factory=speedups.SpeedOptions)   # token merging (ToMe)
 
 
 def _stopped(state) -> bool:
@@ -86,15 +87,19 @@ class _Batch:
         """The textual-inversion embeddings this batch's prompts and negative prompts used (all passes)."""
         return list(dict.fromkeys(name for conds in self.conditioners for name in conds.used_embeddings))
 
-    def run_pass(self, run: Pass, init, noise, gens, conds, width, height, image_cond=None, blend_mask=None):
+    def run_pass(self, run: Pass, init, noise, gens, conds, width, height, image_cond=None, blend_mask=None,
+                 hires: bool = False):
         p = self.p
+        ratio = self.opts.speed.ratio("img2img" if p.is_img2img else "txt2img", hires)
+        speedups.record(p, self.opts.speed, ratio, hires)
         # A1111 passes its own conditioning objects as c/uc; ours is the StepConditioner (prompts and negatives)
         self.hooks.fire("process_before_every_sampling", p, x=init if init is not None else noise, noise=noise,
                         c=conds, uc=None)
         denoiser = Denoiser(self.model, conds, p.cfg_scale, width, height, self.hooks, p, image_cond)
-        return sample(self.model, run, init, noise, gens, denoiser, self.hooks, state=self.state, p=p,
-                      blend_mask=blend_mask, noise_seed=p.seeds[0] + self.opts.ensd, seeds=list(p.seeds),
-                      options=self.opts.sampler, on_step=self.on_step)
+        with speedups.token_merging(self.model, ratio):
+            return sample(self.model, run, init, noise, gens, denoiser, self.hooks, state=self.state, p=p,
+                          blend_mask=blend_mask, noise_seed=p.seeds[0] + self.opts.ensd, seeds=list(p.seeds),
+                          options=self.opts.sampler, on_step=self.on_step)
 
     def extra_noise(self) -> float:
         amount = self.opts.extra_noise
@@ -157,7 +162,7 @@ class _Batch:
             self.state.textinfo = "Hires. fix"
         run = Pass(p.hr_sampler, p.hr_schedule, steps, "hires", strength=p.denoising_strength,
                    knobs=self.knobs(), hires_rule=True, extra_noise=self.extra_noise())
-        return self.run_pass(run, init, noise, gens, conds, width, height, image_cond)
+        return self.run_pass(run, init, noise, gens, conds, width, height, image_cond, hires=True)
 
     # --- img2img ------------------------------------------------------------------------------------------------
     def img2img(self, lo: int) -> tuple[torch.Tensor | None, inpaint.Img2ImgBatch]:
