@@ -60,7 +60,8 @@ def decode_to_tensor(model, latents: torch.Tensor) -> torch.Tensor:
 
 
 def tensor_to_images(images: torch.Tensor) -> list[Image.Image]:
-    arr = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """[0, 1] images → 8-bit PIL images, truncating as A1111 does (255·x cast to uint8), so pixels match its PNGs."""
+    arr = (images.float() * 255).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
 
 
