@@ -114,3 +114,15 @@ def test_hires_fix_with_a_model_upscaler(upscaler_server):
     assert "Hires upscaler: tiny_compact" in text
     bad = txt2img(upscaler_server, enable_hr=True, hr_upscaler="no such model", hr_scale=2)
     assert bad.status_code == 422 and "tiny_compact" in bad.json()["detail"] and "Latent" in bad.json()["detail"]
+
+
+def test_sd_upscale_script_with_a_model_upscaler(upscaler_server):
+    """img2img's SD upscale (A1111's script_args: info, overlap, upscaler by name or index, scale factor)."""
+    init = Image.fromarray((np.indices((64, 64)).sum(0)[..., None] * [2, 3, 1] % 255).astype(np.uint8))
+    body = {"init_images": [b64(init)], "prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "seed": 3,
+            "denoising_strength": 0.3, "script_name": "SD upscale", "script_args": ["", 16, "tiny_compact", 2.0]}
+    r = requests.post(upscaler_server.api("img2img"), json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    image = decode(r.json()["images"][0])
+    assert image.size == (128, 128)
+    assert "SD upscale upscaler: tiny_compact" in read_info(image)[0]
