@@ -343,16 +343,38 @@ def s_dpmpp_3m_sde(ref, x, sig, noise, eta=1.0, **_):
     return x
 
 
+def _karras(n: int, lo: float, hi: float) -> list[float]:
+    return [(hi ** (1 / 7) + k / (n - 1) * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7 for k in range(n)] + [0.0]
+
+
 def s_restart(ref, x, sig, noise, **_):
-    assert len(sig) - 1 < 20, "the reference covers Restart below 20 steps (plain Heun there)"
-    for i in range(len(sig) - 1):
-        d = (x - ref.denoise(x, sig[i])) / sig[i]
-        dt = sig[i + 1] - sig[i]
-        if sig[i + 1] == 0:
-            x = x + d * dt
+    """Restart sampling (Xu et al. 2023) with A1111's automatic plan: from 20 steps, Heun on a Karras list shortened by
+    the restart steps; after the level nearest σ = 0.1, jump back up to the level nearest σ = 2 (re-noising) and
+    come down again on its own Karras list, once (twice from 36 steps)."""
+    steps = len(sig) - 1
+    pairs = list(zip(sig[:-1], sig[1:]))
+    if steps >= 20:
+        r_steps, r_times = (steps // 4, 2) if steps >= 36 else (9, 1)
+        main = _karras(steps - r_steps * r_times, sig[-2], sig[0])
+        at = min(range(len(main)), key=lambda k: abs(main[k] - 0.1))
+        top = min(range(len(main)), key=lambda k: abs(main[k] - 2))
+        pairs = []
+        for k in range(len(main) - 1):
+            pairs.append((main[k], main[k + 1]))
+            if k + 1 == at and top < at:
+                inner = _karras(r_steps + 1, main[at], main[top])[:-1]
+                pairs += list(zip(inner[:-1], inner[1:])) * r_times
+    last = None
+    for old, new in pairs:
+        if last is not None and last < old:
+            x = x + noise() * math.sqrt(old ** 2 - last ** 2)
+        d = (x - ref.denoise(x, old)) / old
+        if new == 0:
+            x = x + d * (new - old)
         else:
-            x2 = x + d * dt
-            x = x + (d + (x2 - ref.denoise(x2, sig[i + 1])) / sig[i + 1]) / 2 * dt
+            x2 = x + d * (new - old)
+            x = x + (d + (x2 - ref.denoise(x2, new)) / new) / 2 * (new - old)
+        last = new
     return x
 
 

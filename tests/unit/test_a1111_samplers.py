@@ -196,3 +196,7 @@ def test_nv_source_runs_ancestral_sampling(model):
     b = engine_latents(model, opts=processing.RunOptions(randn_source="NV"), sampler_name="Euler a", steps=3)
     c = engine_latents(model, sampler_name="Euler a", steps=3)
     assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_restart_with_its_restart_plan(model):
+    compare(model, "Restart", steps=20)
