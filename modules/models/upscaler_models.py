@@ -157,7 +157,8 @@ class UpscalerModels:
         self.allow_download = allow_download
         self._scale_cache_file = Path(cache_dir) / "upscaler-scales.json" if cache_dir else None
         self._scales: dict[str, int] | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()           # the kept model and its use
+        self._scales_lock = threading.Lock()     # the scale cache
         self._loaded: tuple[str, Any] | None = None    # (file key, spandrel descriptor)
 
     # --- where ----------------------------------------------------------------------------------------------------
@@ -186,10 +187,12 @@ class UpscalerModels:
                     if p not in files and not p.name.endswith(".part"):
                         files.append(p)
             by_name = {p.name.lower(): p for p in files}
+            by_stem = {p.stem.lower(): p for p in reversed(files)}   # the first file of a stem wins
             enabled = _setting(get, family.enabled_key) if family.enabled_key else None
             claimed: set[Path] = set()
             for d in family.downloads:
-                path = by_name.get(d.filename.lower())
+                # the file A1111 downloads, or one of the same name in another format (.safetensors)
+                path = by_name.get(d.filename.lower()) or by_stem.get(Path(d.filename).stem.lower())
                 if path is None and enabled is not None and d.name not in enabled:
                     continue
                 scale = self._scale_of(path) if path is not None else d.scale
@@ -250,7 +253,7 @@ class UpscalerModels:
         """The model's real scale, read once per file version (size, mtime) and remembered in the cache folder:
         finding it means building the model from its weights."""
         key = f"{path.resolve()}|{path.stat().st_size}|{int(path.stat().st_mtime)}"
-        with self._lock:
+        with self._scales_lock:
             if self._scales is None:
                 self._scales = {}
                 if self._scale_cache_file and self._scale_cache_file.is_file():
@@ -260,8 +263,8 @@ class UpscalerModels:
                         self._scales = {}
             if key in self._scales:
                 return self._scales[key]
-            try:
-                scale = int(self._descriptor(path).scale)
+            try:   # built apart from the kept model, so a listing never evicts the one in use
+                scale = int(spandrel_models.load_model(path).scale)
             except (safe_load.ModelFileError, OSError) as exc:
                 print(f"Upscaler file {path} skipped for its scale: {exc}", flush=True)
                 return None

@@ -140,6 +140,13 @@ def test_list_names_flags_and_a_new_file(tmp_path, models_dir):
     finally:
         (models_dir / "DAT" / "DAT_x3.pth").unlink()
     assert catalogue.find("DAT x3").path is None
+    # the download entry's file in another format is that entry (not hidden behind it, not downloaded again)
+    factory.write(models_dir / "ESRGAN" / "ESRGAN_4x.safetensors", "esrgan")
+    try:
+        assert catalogue.find("ESRGAN_4x").path == models_dir / "ESRGAN" / "ESRGAN_4x.safetensors"
+        assert catalogue.names().count("ESRGAN_4x") == 1
+    finally:
+        (models_dir / "ESRGAN" / "ESRGAN_4x.safetensors").unlink()
 
 
 def test_a1111_upscaler_api_and_extras(models_dir):
