@@ -96,7 +96,8 @@ class _Batch:
         self.hooks.fire("process_before_every_sampling", p, x=init if init is not None else noise, noise=noise,
                         c=conds, uc=None)
         denoiser = Denoiser(self.model, conds, p.cfg_scale, width, height, self.hooks, p, image_cond)
-        with speedups.token_merging(self.model, ratio):
+        with speedups.token_merging(self.model, ratio), \
+                speedups.feature_cache(self.model, self.opts.speed.feature_cache_interval):
             return sample(self.model, run, init, noise, gens, denoiser, self.hooks, state=self.state, p=p,
                           blend_mask=blend_mask, noise_seed=p.seeds[0] + self.opts.ensd, seeds=list(p.seeds),
                           options=self.opts.sampler, on_step=self.on_step)

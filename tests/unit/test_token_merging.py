@@ -52,3 +52,34 @@ def test_settings_are_checked_with_the_key_named():
         speedups.from_settings(lambda k, d: values.get(k, d))
     ok = speedups.from_settings(lambda k, d: {"token_merging_ratio_hr": "0.4"}.get(k, d), {"token_merging_ratio": 0})
     assert ok == speedups.SpeedOptions(0.0, 0.0, 0.4, ratio_overridden=True)
+
+
+def test_feature_cache_runs_the_deep_blocks_every_nth_call_only(model):
+    from modules.engine.hooks import Hooks
+    inner = model.unet.down_blocks[1].resnets[0]
+    calls = []
+    handle = inner.register_forward_hook(lambda *a: calls.append(1))
+    steps = []
+    hooks = Hooks()
+    hooks.add("after_step", lambda args: steps.append(1))
+    try:
+        plain = run(model, steps=6, width=64, height=64)
+        full_calls = len(calls)
+        calls.clear()
+        cached = run(model, RunOptions(speed=speedups.SpeedOptions(feature_cache_interval=3)), hooks=hooks,
+                     steps=6, width=64, height=64)
+    finally:
+        handle.remove()
+    assert len(steps) == 6 and full_calls == 6 and len(calls) == 2      # calls 0 and 3 of 6 ran the deep blocks
+    assert "forward" not in model.unet.down_blocks[1].__dict__           # restored after the pass
+    a, b = (np.asarray(r.images[0]).astype(np.int16) for r in (plain, cached))
+    assert np.abs(a - b).max() > 0 and np.abs(a - b).mean() < 40         # an approximation, not another image
+    assert "Feature cache interval: 3" in cached.infotexts[0]
+    again = run(model, steps=6, width=64, height=64)
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(plain.images[0]))
+
+
+def test_feature_cache_setting_is_checked():
+    with pytest.raises(ValueError, match="feature_cache_interval: expected a whole number from 0 to 10"):
+        speedups.from_settings(lambda k, d: {"feature_cache_interval": 11}.get(k, d))
+    assert speedups.from_settings(lambda k, d: {"feature_cache_interval": "3"}.get(k, d)).feature_cache_interval == 3
