@@ -65,6 +65,7 @@ class Runtime:
             self.hypernetworks, lambda key, default=None: self.options.data.get(key, default)))
         self.styles = StyleDatabase(self.paths.styles_file)
         self.options.info.update(sampler_settings.option_templates())  # A1111's sampler parameters (issue #22)
+        self.options.info.update(speedups.option_templates())  # token merging, feature cache (issue #21)
         # upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT, ScuNET) through spandrel; their tile settings
         self.upscaler_models = upscaler_models.UpscalerModels(
             self.paths.models, args, self.paths.cache,  # on devices.device_esrgan

@@ -146,3 +146,19 @@ def feature_cache(model, interval: int):
             else:
                 block.forward = before
         state["cache"].clear()
+
+
+def option_templates() -> dict:
+    """The settings (Settings → Optimizations): A1111's token merging keys and labels, and our feature cache."""
+    from modules.options import OptionInfo
+    section = "Optimizations"
+    return {
+        "token_merging_ratio": OptionInfo(0.0, "Token merging ratio", section, minimum=0.0, maximum=0.9,
+                                          infotext="Token merging ratio"),
+        "token_merging_ratio_img2img": OptionInfo(0.0, "Token merging ratio for img2img", section, minimum=0.0,
+                                                  maximum=0.9),
+        "token_merging_ratio_hr": OptionInfo(0.0, "Token merging ratio for high-res pass", section, minimum=0.0,
+                                             maximum=0.9, infotext="Token merging ratio hr"),
+        "feature_cache_interval": OptionInfo(0, "Feature cache: run the whole UNet every N steps (0 = off)", section,
+                                             minimum=0, maximum=10, infotext="Feature cache interval"),
+    }

@@ -83,3 +83,14 @@ def test_feature_cache_setting_is_checked():
     with pytest.raises(ValueError, match="feature_cache_interval: expected a whole number from 0 to 10"):
         speedups.from_settings(lambda k, d: {"feature_cache_interval": 11}.get(k, d))
     assert speedups.from_settings(lambda k, d: {"feature_cache_interval": "3"}.get(k, d)).feature_cache_interval == 3
+
+
+def test_settings_are_a1111_keys_with_translated_labels():
+    import json
+    from pathlib import Path
+    templates = speedups.option_templates()
+    assert list(templates) == ["token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr",
+                               "feature_cache_interval"]
+    assert all(t.default == 0 and t.section[1] == "Optimizations" for t in templates.values())
+    zh = json.loads((Path(__file__).resolve().parents[2] / "localizations" / "zh_CN.json").read_text("utf-8"))
+    assert all(t.label in zh for t in templates.values())
