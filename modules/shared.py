@@ -133,8 +133,8 @@ def __getattr__(name: str):
     if name == "sd_upscalers":
         return _sd_upscalers()
     if name == "interrogator":           # A1111's InterrogateModels: interrogate(pil_image) → CLIP caption
-        from modules import deepbooru
-        return deepbooru.interrogator
+        from modules.interrogate.a1111_names import InterrogateModels
+        return InterrogateModels(run_job)
     if name == "prompt_styles":
         return runtime().styles
     if name == "styles_filename":
