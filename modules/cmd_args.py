@@ -94,6 +94,10 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     add("--dat-models-path", default=None, help="folder of DAT upscaler models (default models/DAT)")
     add("--hat-models-path", default=None, help="folder of HAT upscaler models (default models/HAT)")
     add("--scunet-models-path", default=None, help="folder of ScuNET models (default models/ScuNET)")
+    # face restorer folders (A1111's flags): their files are looked for there first, and downloaded there
+    add("--gfpgan-models-path", default=None,
+        help="folder of GFPGAN models and the face detector (default models/GFPGAN)")
+    add("--codeformer-models-path", default=None, help="folder of CodeFormer models (default models/Codeformer)")
     add("--localizations-dir", default=None)
     add("--styles-file", default=None)
     add("--ui-settings-file", default=None, help="settings file (default DATA_DIR/config.json)")

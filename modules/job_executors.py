@@ -24,7 +24,7 @@ def generate(rt, payload: dict, state) -> processing.Processed:
     view = rt.options_view(overrides)
     embeddings = rt.embeddings.for_job(model, bool(view.get("textual_inversion_add_hashes_to_infotext", True)))
     ctx = processing.RunContext(model, state, rt.run_options(params, view), rt.hooks, rt.extra_networks, rt.styles,
-                                embeddings=embeddings, options=view)
+                                embeddings=embeddings, options=view, face_restorer=face_restorer(rt, view))
     with processing.current_run(ctx):
         p = processing.from_params(params)
         p.is_api = bool(payload.get("is_api"))
@@ -76,12 +76,38 @@ def merge(rt, payload: dict, state):
     return merging.merge_job(rt, merging.from_payload(payload["request"]), state)
 
 
+def face_restorer(rt, view):
+    """txt2img/img2img's "Restore faces": fn(image, model) with the job's settings (CodeFormer's weight, unloading);
+    the restorers (and their weights) are made on first use."""
+    def restore(image, name):
+        from modules import face_restoration
+        return face_restoration.apply(image, face_restoration.for_runtime(rt),
+                                      name or view.get("face_restoration_model", "CodeFormer"),
+                                      float(view.get("code_former_weight", 0.5)),
+                                      bool(view.get("face_restoration_unload", False)))
+    return restore
+
+
+FACE_ARGS = ("gfpgan_visibility", "codeformer_visibility", "codeformer_weight")
+
+
 def extras(rt, payload: dict, state) -> list:
+    """Extras: the upscale, then face restoration (GFPGAN, then CodeFormer) when a visibility is above 0 — A1111's
+    postprocessing order (upscale 1000, GFPGAN 2000, CodeFormer 3000)."""
     from modules.engine import extras as engine_extras
     from modules.models import upscaler_models
     images = [payload_codec.png_to_image(b) for b in payload["images"]]
-    models = upscaler_models.JobUpscalers(rt.upscaler_models, rt.options_view({}).get)
-    return [engine_extras.upscale(im, models=models, state=state, **payload["args"]) for im in images]
+    args = dict(payload["args"])
+    faces = {k: float(args.pop(k)) for k in FACE_ARGS if k in args}
+    view = rt.options_view({})
+    models = upscaler_models.JobUpscalers(rt.upscaler_models, view.get)
+    out = [engine_extras.upscale(im, models=models, state=state, **args) for im in images]
+    if faces.get("gfpgan_visibility", 0) or faces.get("codeformer_visibility", 0):
+        from modules import face_restoration
+        restorers = face_restoration.for_runtime(rt)
+        unload = bool(view.get("face_restoration_unload", False))
+        out = [face_restoration.postprocess(im, restorers, unload=unload, **faces)[0] for im in out]
+    return out
 
 
 def interrogate(rt, payload: dict, state) -> str:

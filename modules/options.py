@@ -259,6 +259,15 @@ def _defaults() -> dict[str, OptionInfo]:
                                              "Paths for saving"),
         "outdir_img2img_samples": OptionInfo("outputs/img2img-images", "Output directory for img2img images",
                                              "Paths for saving"),
+        # face restoration (A1111's section; modules/face_restoration): "Restore faces" for every generation whose
+        # request leaves restore_faces unset, the restorer, CodeFormer's fidelity
+        "face_restoration": OptionInfo(False, "Restore faces", "Face restoration", infotext="Face restoration"),
+        "face_restoration_model": OptionInfo("CodeFormer", "Face restoration model", "Face restoration",
+                                             choices=["CodeFormer", "GFPGAN"]),
+        "code_former_weight": OptionInfo(0.5, "CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+                                         "Face restoration", minimum=0, maximum=1),
+        "face_restoration_unload": OptionInfo(False, "Move face restoration model from VRAM into RAM after "
+                                              "processing", "Face restoration"),
         # user interface
         "localization": OptionInfo("None", "Localization", "User interface"),
         "quicksettings_list": OptionInfo(list(QUICKSETTINGS_DEFAULT), "Quicksettings list", "User interface"),

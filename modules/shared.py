@@ -114,7 +114,6 @@ hf_endpoint = net_policy.hf_endpoint() or "https://huggingface.co"
 # A1111 globals some extensions read; here they say "none of these"
 hypernetworks: dict = {}
 loaded_hypernetworks: list = []
-face_restorers: list = []
 tab_names: list = []
 restricted_opts: set = set()
 parallel_processing_allowed = True
@@ -135,6 +134,11 @@ def __getattr__(name: str):
     if name == "interrogator":           # A1111's InterrogateModels: interrogate(pil_image) → CLIP caption
         from modules.interrogate.a1111_names import InterrogateModels
         return InterrogateModels(run_job)
+    if name == "face_restorers":   # the runtime's (CodeFormer, GFPGAN); an extension may append its own
+        if not bound():
+            return _unbound_face_restorers
+        from modules import face_restoration
+        return face_restoration.for_runtime(runtime()).list
     if name == "prompt_styles":
         return runtime().styles
     if name == "styles_filename":
@@ -143,6 +147,9 @@ def __getattr__(name: str):
         from modules.engine.run import LATENT_UPSCALE_MODES
         return {k: {"mode": mode, "antialias": aa} for k, (mode, aa) in LATENT_UPSCALE_MODES.items()}
     raise AttributeError(f"module 'modules.shared' has no attribute {name!r}")
+
+
+_unbound_face_restorers: list = []
 
 
 def _sd_model():

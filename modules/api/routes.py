@@ -17,6 +17,7 @@ from modules.api import models as m, routes_misc, routes_scripts
 from modules.api.common import decode_image, encode_png, error_response as _error
 from modules.engine import run as engine_run, samplers
 from modules.engine.params import FIELDS, IMAGE_FIELDS, GenerationParams, ParamError, from_values
+from modules.interrogate.weights import WeightsMissing
 from modules.jobs import JobState
 from modules.models.manager import NoModelError
 from modules.models.safe_load import ModelFileError
@@ -44,7 +45,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(500, type(exc).__name__, str(exc) or type(exc).__name__)
 
     for cls, status in ((ParamError, 422), (OptionError, 422), (samplers.SamplerError, 422), (KeyError, 422),
-                        (ModelFileError, 500), (NoModelError, 503), (UpscalerModelMissing, 404)):
+                        (ModelFileError, 500), (NoModelError, 503), (UpscalerModelMissing, 404),
+                        (WeightsMissing, 404)):   # a face restorer's or interrogator's file, offline
         def handler(request: Request, exc: Exception, _status=status):
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             return _error(_status, type(exc).__name__, str(message))

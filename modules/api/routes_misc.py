@@ -16,7 +16,6 @@ from modules import images
 from modules.api.common import decode_image, encode_png, error_response
 from modules.engine import infotext
 from modules.engine import payload as payload_codec
-from modules.engine.params import ParamError
 from modules.interrogate import service as interrogate_service
 from modules.interrogate.weights import WeightsMissing
 
@@ -63,12 +62,12 @@ def not_implemented(what: str) -> JSONResponse:
 
 
 def _extras(rt, req: ExtrasSingleRequest, images: list) -> list:
-    if req.gfpgan_visibility or req.codeformer_visibility:
-        raise ParamError("gfpgan_visibility", "face restoration is not available yet; set it to 0")
+    # upscale_first is accepted and, as in A1111 1.10, unused: the upscale runs first, then GFPGAN, then CodeFormer
     return rt.extras(images, upscaler_1=req.upscaler_1, upscaler_2=req.upscaler_2,
                      visibility_2=req.extras_upscaler_2_visibility, resize_mode=req.resize_mode,
                      scale=req.upscaling_resize, width=req.upscaling_resize_w, height=req.upscaling_resize_h,
-                     crop=req.upscaling_crop)
+                     crop=req.upscaling_crop, gfpgan_visibility=req.gfpgan_visibility,
+                     codeformer_visibility=req.codeformer_visibility, codeformer_weight=req.codeformer_weight)
 
 
 def create_router(rt, deps) -> APIRouter:
@@ -144,8 +143,11 @@ def create_router(rt, deps) -> APIRouter:
             cuda = {"error": "unavailable: no CUDA device"}
         return {"ram": ram, "cuda": cuda}
 
-    for path in ("face-restorers",):   # /realesrgan-models: modules/api/routes.py (the upscaler models)
-        r.add_api_route(f"/{path}", lambda: [], methods=["GET"])
+    @r.get("/face-restorers")
+    def face_restorers():
+        # A1111: [{name, cmd_dir}] for shared.face_restorers (an extension's own restorers included)
+        from modules import face_restoration
+        return face_restoration.for_runtime(rt).describe()
 
     @r.get("/hypernetworks")
     def hypernetworks():

@@ -24,11 +24,15 @@ __all__ = ["FaceRestoration", "CommonFaceRestoration", "GFPGANRestorer", "CodeFo
            "WeightsMissing", "for_runtime", "restore_faces", "apply", "postprocess"]
 
 _guard = threading.Lock()
+# the restorers of the runtime that last asked for them (modules.shared is bound to that runtime): what A1111's
+# restore_faces(np_image), which takes no runtime, works with
+_current: FaceRestorers | None = None
 
 
 def for_runtime(rt) -> FaceRestorers:
     """The runtime's restorers: A1111's folders under the models folder (or --gfpgan-models-path /
     --codeformer-models-path where given), on the runtime's device."""
+    global _current
     with _guard:
         restorers = getattr(rt, "face_restorers", None)
         if restorers is None:
@@ -36,16 +40,23 @@ def for_runtime(rt) -> FaceRestorers:
             restorers = rt.face_restorers = for_paths(
                 rt.paths.models, rt.device.device, getattr(args, "gfpgan_models_path", None),
                 getattr(args, "codeformer_models_path", None))
+            options = rt.options
+            restorers.setting = lambda key, default=None: getattr(options, key, default)
+        _current = restorers
         return restorers
 
 
 def restore_faces(np_image: np.ndarray) -> np.ndarray:
     """A1111's modules.face_restoration.restore_faces: the restorer named by the face_restoration_model setting
     (the first one when the setting is None); the image unchanged when there is none."""
-    from modules import shared
-    name = shared.opts.face_restoration_model
-    for restorer in shared.face_restorers:
+    restorers = _current
+    if restorers is None:
+        return np_image
+    name = restorers.setting("face_restoration_model", None)
+    for restorer in restorers.list:
         if name is None or restorer.name() == name:
+            if isinstance(restorer, CodeFormerRestorer):
+                return restorer.restore(np_image, w=float(restorers.setting("code_former_weight", 0.5)))
             return restorer.restore(np_image)
     return np_image
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any, Callable
 import cv2
 import numpy as np
 import torch
@@ -160,6 +161,7 @@ class FaceRestorers:
 
     def __init__(self, places: dict[str, WeightPlace], device="cpu", allow_download: bool = True):
         self.places = places
+        self.setting: Callable[..., Any] = lambda key, default=None: default   # the runtime's settings, by key
         self.list: list[FaceRestoration] = [
             CodeFormerRestorer(places["CodeFormer"], places["detector"], device, allow_download),
             GFPGANRestorer(places["GFPGAN"], places["detector"], device, allow_download),
