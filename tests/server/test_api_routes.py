@@ -26,7 +26,9 @@ def get(server, path):
 
 
 def test_list_routes_have_a1111_shapes(server):
-    assert get(server, "face-restorers") == []
+    # A1111's two restorers with their model folders (the files download on first use)
+    assert [(r["name"], r["cmd_dir"].replace("\\", "/").split("/")[-1]) for r in get(server, "face-restorers")] == \
+        [("CodeFormer", "Codeformer"), ("GFPGAN", "GFPGAN")]
     # A1111's offered Real-ESRGAN downloads (no file in this data folder): name, URL as the path, scale
     assert [(m["name"], m["scale"]) for m in get(server, "realesrgan-models")] == [("R-ESRGAN 4x+", 4),
                                                                                    ("R-ESRGAN 4x+ Anime6B", 4)]
