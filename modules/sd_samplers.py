@@ -1,6 +1,6 @@
-"""A1111's `modules.sd_samplers`: the sampler list by A1111's names, from our diffusers sampler table
-(modules/engine/samplers.py). Samplers here are names and options; the engine builds the scheduler itself, so there
-is no k-diffusion sampler object to create.
+"""A1111's `modules.sd_samplers`: the sampler list by A1111's names and options, from our sampler table
+(modules/engine/samplers.py). Samplers here are names and options; the engine runs its own sampler functions, so
+there is no k-diffusion sampler object to create.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _constructor(spec):
 
 
 all_samplers: list[SamplerData] = [
-    SamplerData(s.name, _constructor(s), list(s.aliases), {"scheduler": s.cls, **s.options}) for s in _engine.SAMPLERS]
+    SamplerData(s.name, _constructor(s), list(s.aliases), s.to_api()["options"]) for s in _engine.SAMPLERS]
 all_samplers_map: dict[str, SamplerData] = {s.name: s for s in all_samplers}
 samplers: list[SamplerData] = list(all_samplers)
 samplers_for_img2img: list[SamplerData] = list(all_samplers)
