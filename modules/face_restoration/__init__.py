@@ -42,6 +42,9 @@ def for_runtime(rt) -> FaceRestorers:
                 getattr(args, "codeformer_models_path", None))
             options = rt.options
             restorers.setting = lambda key, default=None: getattr(options, key, default)
+            info = options.info.get("face_restoration_model")
+            if info is not None:   # Settings offers every restorer, an extension's too (A1111's radio does)
+                info.choices = restorers.names
         _current = restorers
         return restorers
 

@@ -331,3 +331,35 @@ def test_offline_error_names_file_url_and_folder(tmp_path):
     assert not (tmp_path / "GFPGAN" / "GFPGANv1.4.pth").exists()
     with pytest.raises(face_weights.WeightsMissing, match="downloads are turned off"):
         face_weights.ensure(place, allow_download=False)
+
+
+# --- A1111's names ------------------------------------------------------------------------------------------------
+def test_a1111_module_surface(tmp_path, models, monkeypatch):
+    """shared.face_restorers is the runtime's list (an extension may append to it, and Settings offers what it
+    appends); face_restoration.restore_faces(np_image) uses the face_restoration_model setting."""
+    from modules import cmd_args, shared
+    from modules.runtime import Runtime
+    (tmp_path / "models").mkdir()
+    for name in ("GFPGAN", "Codeformer"):
+        (tmp_path / "models" / name).symlink_to(models / name, target_is_directory=True)
+    rt = Runtime(cmd_args.parse(["--data-dir", str(tmp_path), "--no-half"], env={}))
+    for name in ("_runtime", "_model_view", "_upscalers", "config_filename", "device", "data_path", "models_path"):
+        monkeypatch.setattr(shared, name, getattr(shared, name))
+    monkeypatch.setattr(face_restoration, "_current", None)
+    shared.bind(rt)
+    assert [r.name() for r in shared.face_restorers] == ["CodeFormer", "GFPGAN"]
+    assert shared.face_restorers[1].cmd_dir == str(tmp_path / "models" / "GFPGAN")
+
+    class Mirror(face_restoration.FaceRestoration):   # what an extension's restorer looks like
+        def name(self):
+            return "Mirror"
+
+        def restore(self, np_image):
+            return np_image[:, ::-1]
+    shared.face_restorers.append(Mirror())
+    rt.options.set("face_restoration_model", "Mirror")
+    picture = np.asarray(face_picture())
+    assert np.array_equal(face_restoration.restore_faces(picture), picture[:, ::-1])
+    rt.options.set("face_restoration_model", "GFPGAN")
+    assert np.array_equal(face_restoration.restore_faces(picture), picture)   # no face found: unchanged
+
