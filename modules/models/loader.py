@@ -157,6 +157,9 @@ def build_model(info: CheckpointInfo, sd: dict, spec: ModelSpec, tokenizer_dir: 
         encoders = [_text_encoder(sd, enc, path) for enc in spec.text_encoders]
     except (KeyError, RuntimeError, ValueError) as exc:
         raise ModelFileError(f"{path}: weights do not fit the {spec.label} layout: {str(exc)[:300]}") from None
+    finally:
+        if isinstance(sd, LazyStateDict):
+            sd.release()  # its read buffer now, not when the caller drops the dict
     tokenizers = [tokenizer(tokenizer_dir, enc.get("pad_token", "<|endoftext|>")) for enc in spec.text_encoders]
     model = SDModel(info, spec, _cpu_layout(_place(unet, device, dtype)),
                     _fp32_image_out(_cpu_layout(_place(vae, device, vae_dtype or dtype))),
