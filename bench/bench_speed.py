@@ -12,7 +12,8 @@ Extra variants of ours: --variant NAME='{"args": "--flags", "settings": {...}}' 
 Each side: load, a warm-up image (2 steps at a small size), then the timed image(s) at --size with --steps Euler,
 CFG 7, batch 1, the same seed (the initial noise is the same on every side: torch.randn of the seed on the CPU).
 Printed per side: seconds per image (best of --reps), the ratio to the faster diffusers side (>1 = ours faster),
-peak RSS, and the PSNR against our fp32 image and against the same family's fp32 image.
+the process CPU time of the image and the same ratio on it (with --threads 1 on a shared machine this is the
+steadier figure), peak RSS, and the PSNR against our fp32 image and against the same family's fp32 image.
 
     venv/bin/python bench/bench_speed.py                     # SD 1.5 shapes, 512², 10 steps
     venv/bin/python bench/bench_speed.py --size 768
@@ -136,14 +137,15 @@ def run_side(side: str, family: str, size: int, steps: int, reps: int, out_png: 
                         height=sz, width=sz, generator=torch.Generator("cpu").manual_seed(SEED)).images[0]
     load_s = time.perf_counter() - t0
     generate(128 if family == "sdxl" else 64, 2)  # warm-up: first-call allocations, lazy imports, oneDNN kernels
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         image = generate(size, steps)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     image.save(out_png)
-    return {"side": side, "load_s": load_s, "image_s": min(times), "times": times, "peak_rss_mib": _peak_rss_mib(),
-            "precision": precision, "png": str(out_png)}
+    return {"side": side, "load_s": load_s, "image_s": min(times), "times": times, "cpu_s": min(cpu),
+            "peak_rss_mib": _peak_rss_mib(), "precision": precision, "png": str(out_png)}
 
 
 def _run_options(settings: dict):
@@ -228,16 +230,18 @@ def main() -> None:
     baseline = min((results[s]["image_s"] for s in results if s.startswith("diffusers")), default=None)
     print(f"\n{a.model}, {size}x{size}, Euler {a.steps} steps, CFG 7, batch 1, {a.threads} threads; "
           f"best of {a.reps} image(s) x {a.rounds} round(s)\n{cpu_flags()}")
-    print(f"{'side':<22} {'s/image':>8} {'speed vs best diffusers':>24} {'peak RSS MiB':>13} "
-          f"{'PSNR vs ours fp32':>18} {'PSNR vs own fp32':>17}  precision")
+    cpu_base = min((results[s]["cpu_s"] for s in results if s.startswith("diffusers")), default=None)
+    print(f"{'side':<22} {'s/image':>8} {'speed vs best diffusers':>24} {'CPU s':>8} {'CPU speed':>10} "
+          f"{'peak RSS MiB':>13} {'PSNR vs ours fp32':>18} {'PSNR vs own fp32':>17}  precision")
     for side, r in results.items():
         ratio = f"{baseline / r['image_s']:.2f}x" if baseline else "-"
         ref = results.get("ours-fp32")
         own = results.get("diffusers-fp32" if side.startswith("diffusers") else "ours-fp32")
         p_ours = f"{psnr(r['png'], ref['png']):.1f} dB" if ref and side != "ours-fp32" else "-"
         p_own = f"{psnr(r['png'], own['png']):.1f} dB" if own and own is not r else "-"
-        print(f"{side:<22} {r['image_s']:>8.2f} {ratio:>24} {r['peak_rss_mib']:>13.0f} {p_ours:>18} {p_own:>17}  "
-              f"{r['precision']}")
+        cpu_ratio = f"{cpu_base / r['cpu_s']:.2f}x" if cpu_base else "-"
+        print(f"{side:<22} {r['image_s']:>8.2f} {ratio:>24} {r['cpu_s']:>8.2f} {cpu_ratio:>10} "
+              f"{r['peak_rss_mib']:>13.0f} {p_ours:>18} {p_own:>17}  {r['precision']}")
 
 
 if __name__ == "__main__":
