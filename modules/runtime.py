@@ -25,7 +25,7 @@ from modules.models.manager import ModelManager
 from modules.models.model_options import ModelOptions
 from modules.models import upscaler_models
 from modules.models.registry import ModelRegistry
-from modules import sampler_settings
+from modules.engine import sampler_settings
 from modules.networks import hypernetwork, textual_inversion
 from modules.networks.network_files import NetworkCatalog
 from modules.options import OptionError, Options

@@ -88,7 +88,7 @@ _SETTINGS = {"ENSD": ("eta_noise_seed_delta", int), "RNG": ("randn_source", str)
 
 
 def _add_sampler_settings() -> None:
-    from modules.sampler_settings import option_templates
+    from modules.engine.sampler_settings import option_templates
     for key, info in option_templates().items():
         default = info.default
         conv = (lambda v: v if isinstance(v, bool) else str(v) == "True") if isinstance(default, bool) else type(default)

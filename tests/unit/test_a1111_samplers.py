@@ -120,7 +120,7 @@ def test_pad_prompt_negative_prompt_setting(model):
 
 
 def test_settings_exist_with_a1111_keys_and_infotext_keys():
-    from modules import sampler_settings
+    from modules.engine import sampler_settings
     templates = sampler_settings.option_templates()
     assert templates["eta_ancestral"].default == 1.0 and templates["eta_ancestral"].infotext == "Eta"
     assert templates["always_discard_next_to_last_sigma"].infotext == "Discard penultimate sigma"
