@@ -22,8 +22,15 @@ def bench():
 
 @pytest.fixture
 def restore_devices(monkeypatch):
-    for name in ("device", "dtype", "dtype_unet", "dtype_inference", "dtype_vae", "nan_check", "unet_needs_upcast"):
+    import torch
+    for name in ("device", "device_interrogate", "device_gfpgan", "device_esrgan", "device_codeformer", "dtype",
+                 "dtype_unet", "dtype_inference", "dtype_vae", "nan_check", "unet_needs_upcast"):
         monkeypatch.setattr(devices, name, getattr(devices, name))
+    threads = torch.get_num_threads()
+    yield
+    # the bench uses every core; the rest of the suite runs on one (tests/conftest.py: a second OpenMP thread beside
+    # a busy core made a later test hundreds of times slower)
+    torch.set_num_threads(threads)
 
 
 def test_cpu_smoke_run_measures_each_side(bench, tmp_path, restore_devices):

@@ -230,7 +230,8 @@ def test_channels_last_flag(tmp_path):
 # --- precision flags -------------------------------------------------------------------------------------------
 @pytest.fixture
 def restore_devices(monkeypatch):
-    for name in ("device", "dtype", "dtype_unet", "dtype_inference", "dtype_vae", "nan_check", "unet_needs_upcast"):
+    for name in ("device", "device_interrogate", "device_gfpgan", "device_esrgan", "device_codeformer", "dtype",
+                 "dtype_unet", "dtype_inference", "dtype_vae", "nan_check", "unet_needs_upcast"):
         monkeypatch.setattr(devices, name, getattr(devices, name))
 
 
