@@ -85,7 +85,10 @@ def test_selectable_tiler_in_img2img(ext_server, tmp_path):
         box.click()
         options = page.locator(f"#{box.get_attribute('aria-controls')} [role=option]")
         options.first.wait_for(state="visible")
-        assert [t.replace("✓", "").strip() for t in options.all_inner_texts()] == ["None", "Sample tiler"]
+        # A1111's own scripts (root scripts/) first, then the extensions'
+        assert [t.replace("✓", "").strip() for t in options.all_inner_texts()] == [
+            "None", "Loopback", "Outpainting mk2", "Poor man's outpainting", "Prompt matrix",
+            "Prompts from file or textbox", "SD upscale", "X/Y/Z plot", "Sample tiler"]
         options.get_by_text("Sample tiler").click()
         page.wait_for_function("() => document.querySelector('#img2img_script input').value === 'Sample tiler'")
         tiles.wait_for(state="visible")
