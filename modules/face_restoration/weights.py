@@ -12,9 +12,9 @@ goes through modules.download (`.part` file, resume, tqdm on the console).
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
+from modules.interrogate import weights as interrogate_weights
 from modules.interrogate.weights import WeightFile, WeightPlace, WeightsMissing
 
 GFPGAN = WeightFile("GFPGAN model", "GFPGANv1.4.pth",
@@ -46,31 +46,10 @@ class FilteredPlace(WeightPlace):
         return found
 
 
-_locks: dict[Path, threading.Lock] = {}
-_guard = threading.Lock()
-
-
 def ensure(place: WeightPlace, allow_download: bool = True) -> Path:
     """The file's path, downloaded into place.download_dir first when no folder has it; WeightsMissing (naming the
     file, its URL and the folder) when it is not there and cannot be downloaded now."""
-    found = place.find()
-    if found is not None:
-        return found
-    if not allow_download:
-        raise WeightsMissing(place.file, place.download_dir, "downloads are turned off")
-    target = place.download_dir / place.file.filename
-    with _guard:
-        lock = _locks.setdefault(target, threading.Lock())
-    with lock:   # two jobs wanting the same file share one download
-        found = place.find()
-        if found is not None:
-            return found
-        from modules import download
-        print(f"Face restoration: downloading {place.file.label} from {place.file.url} to {place.download_dir}")
-        try:
-            return download.download_file(place.file.url, target, sha256=place.file.sha256, progress=True)
-        except download.DownloadError as exc:
-            raise WeightsMissing(place.file, place.download_dir, f"download failed: {exc}") from None
+    return interrogate_weights.ensure(place, allow_download, purpose="Face restoration")
 
 
 def default_places(models_dir: Path, gfpgan_models_path: str | None = None,

@@ -76,8 +76,9 @@ _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def ensure(place: WeightPlace, allow_download: bool = True) -> Path:
-    """The file's path, downloaded first when no folder has it. Raises WeightsMissing when that fails."""
+def ensure(place: WeightPlace, allow_download: bool = True, purpose: str = "Interrogate") -> Path:
+    """The file's path, downloaded first when no folder has it (the console line starts with `purpose`). Raises
+    WeightsMissing when that fails. The face restorers' files come through here too."""
     found = place.find()
     if found is not None:
         return found
@@ -91,7 +92,7 @@ def ensure(place: WeightPlace, allow_download: bool = True) -> Path:
         if found is not None:
             return found
         from modules import download
-        print(f"Interrogate: downloading {place.file.label} from {place.file.url} to {place.download_dir}")
+        print(f"{purpose}: downloading {place.file.label} from {place.file.url} to {place.download_dir}")
         try:
             return download.download_file(place.file.url, target, sha256=place.file.sha256, progress=True)
         except download.DownloadError as exc:
