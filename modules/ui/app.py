@@ -100,6 +100,7 @@ def build(rt) -> gr.Blocks:
                                        {**quick["controls"], "sd_model_checkpoint": checkpoint})
         localization_ui.wire(rt, demo, language, status, localization_errors, settings)
         demo.load(lambda: gr.update(choices=rt.registry.titles(), value=_current_title(rt)), None, checkpoint)
+        demo.load(settings["load"][0], None, settings["load"][1], show_progress="hidden")
 
         # Send to ...: images from an output panel or PNG Info into another tab
         def first_image(images):

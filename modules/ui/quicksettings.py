@@ -31,7 +31,9 @@ def build(rt) -> dict:
         info = opts.info[key]
         size = {"scale": 1, "min_width": 120} if isinstance(info.default, bool) else {"scale": 2, "min_width": 160}
         with gr.Column(visible=key in shown, elem_id=f"quicksettings_box_{key}", **size) as box:
-            controls[key] = settings_tab.component(key, info, lambda k=key: opts.get(k),
+            # a plain value, not a callable: Gradio gives each callable value its own load event, and ~170 of
+            # them queued one by one made the page settle a minute late; `wire` refreshes all values in one load
+            controls[key] = settings_tab.component(key, info, opts.get(key),
                                                    elem_id=settings_tab.topbar_elem_id(key))
         boxes[key] = box
     return {"controls": controls, "boxes": boxes}
@@ -79,5 +81,5 @@ def wire(rt, demo: gr.Blocks, quick: dict, status, settings: dict) -> None:
     applied = settings.get("applied")
     if applied is not None:
         applied.then(lambda: updates(True), None, outputs)
-    # values come from each control's value callable on load; this sets which controls are shown
-    demo.load(lambda: updates(False), None, outputs)
+    # every page load: which controls are shown, and the values now in force (one event for the whole bar)
+    demo.load(lambda: updates(True), None, outputs)

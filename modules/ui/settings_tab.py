@@ -42,8 +42,9 @@ def _args(info) -> dict:
 
 def component(key: str, info, value, elem_id: str | None = None, **kwargs):
     """The control for one setting, the same kind wherever it is shown (Settings page, top bar). `value` is a
-    callable: Gradio calls it on every page load, so a reload shows the settings now in force. `kwargs` (scale,
-    visible, ...) go to the component."""
+    callable (Gradio calls it on every page load, so a reload shows the settings now in force: one load event per
+    control) or the value itself (the caller refreshes it: the top bar does all of its controls in one load event).
+    `kwargs` (scale, visible, ...) go to the component."""
     elem = elem_id or page_elem_id(key)
     if isinstance(info, OptionHTML):   # page text, not a setting
         return gr.HTML(label=info.label, value=value, elem_id=elem, elem_classes="settings-info", **kwargs)
@@ -82,7 +83,9 @@ def _by_type(key: str, info, value, elem: str, comment: str, **kwargs):
     if isinstance(info.default, list):
         # names (setting keys, files), not words: the localization leaves them alone (.sd-names)
         listed = list(choices) if choices is not None else []
-        return gr.Dropdown(listed, value=lambda: [v for v in value() if choices is None or v in listed],
+        def kept(current):
+            return [v for v in current if choices is None or v in listed]
+        return gr.Dropdown(listed, value=(lambda: kept(value())) if callable(value) else kept(value),
                            multiselect=True, allow_custom_value=choices is None, label=label, elem_id=elem,
                            elem_classes=["sd-names"], **kw)
     if choices:
@@ -93,7 +96,10 @@ def _by_type(key: str, info, value, elem: str, comment: str, **kwargs):
             return gr.Slider(info.minimum, info.maximum, value=value, step=step, label=label, elem_id=elem, **kw)
         return gr.Number(value=value, label=label, elem_id=elem, precision=0 if isinstance(info.default, int) else None,
                          **kw)
-    return gr.Textbox(value=lambda: "" if value() is None else str(value()), label=label, elem_id=elem, **kw)
+    def text(current):
+        return "" if current is None else str(current)
+    return gr.Textbox(value=(lambda: text(value())) if callable(value) else text(value), label=label, elem_id=elem,
+                      **kw)
 
 
 def page_elem_id(key: str) -> str:
@@ -161,8 +167,11 @@ def build(rt) -> dict:
             with gr.Tab(label, elem_id=f"settings_{section_id}"):
                 for key in section_keys:
                     info = opts.info[key]
+                    # page text keeps its callable; settings get their value now and are all refreshed by the
+                    # one load event in "load" (a callable each would be one queued load event per setting)
                     controls[key] = _with_refresh(
-                        key, info, lambda k=key, i=info: component(k, i, lambda: opts.get(k)))
+                        key, info, lambda k=key, i=info: component(
+                            k, i, (lambda: opts.get(k)) if isinstance(i, OptionHTML) else opts.get(k)))
     keys = [k for k in shown if not opts.info[k].do_not_save]   # page text (OptionHTML) is not applied
 
     def save(*values):
@@ -182,4 +191,11 @@ def build(rt) -> dict:
     # A1111's Reload UI: the server re-runs the extensions' scripts and rebuilds the page (webui.py,
     # /internal/reload-ui, relative to the page so that --subpath works), then the browser loads the new page
     reload.click(None, None, None, js=RELOAD_UI_JS)
-    return {"components": {k: controls[k] for k in keys}, "applied": applied, "save": save, "shown": controls}
+
+    def current_values():
+        return [opts.get(k) for k in keys]
+
+    # the caller registers it on the page's load (app.py): the values in force, whoever changed them since
+    load = (current_values, [controls[k] for k in keys])
+    return {"components": {k: controls[k] for k in keys}, "applied": applied, "save": save, "shown": controls,
+            "load": load}
