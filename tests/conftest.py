@@ -17,6 +17,15 @@ from tests.support.server import Server, make_data_dir, start_server  # noqa: E4
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Back to one thread after any test that changed it (a bench run in-process uses every core): a second OpenMP
+    thread beside a busy core made a later test run for half an hour."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed test that used a server gets the tail of that server's log in its report (CI keeps nothing else)."""
