@@ -266,3 +266,29 @@ def test_progress_covers_every_cell(rt):
     finally:
         rt.hooks.remove("before_process", rt.hooks.get("before_process")[-1])
     assert [c for c, _ in counts] == [8] * 4 and [n for _, n in counts] == [0, 2, 4, 6]
+
+
+def test_an_axis_an_extension_registers(rt):
+    """As sd-webui-controlnet and sd-dynamic-prompts do: find the module by `__module__ == "xyz_grid.py"` in
+    scripts.scripts_data and append an AxisOption to `axis_options`; the plot offers it and applies it per cell."""
+    xyz = next(d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py")
+
+    def apply(p, x, xs):
+        p.extra_generation_params["Ext strength"] = x
+
+    def rebuild():   # extensions register at load time, before the UI is built (or Reload UI builds it again)
+        scripts.scripts_txt2img.initialize_scripts(False)
+        with gr.Blocks():
+            scripts.scripts_txt2img.setup_ui()
+
+    option = xyz.AxisOption("[Ext] Strength", float, apply)
+    xyz.axis_options.append(option)
+    rebuild()
+    try:
+        assert "[Ext] Strength" in [o.label for o in xyz.axes_for(False)]
+        result = rt.generate(params(), script_args=xyz_args("[Ext] Strength", "0.25, 0.75"))
+        assert [info(t).get("Ext strength") for t in result.infotexts[1:]] == ["0.25", "0.75"]
+        assert info(result.infotexts[0])["X Type"] == "[Ext] Strength"
+    finally:
+        xyz.axis_options.remove(option)
+        rebuild()
