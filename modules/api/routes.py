@@ -167,7 +167,9 @@ def create_router(rt, deps: list) -> APIRouter:
 
     @r.get("/samplers", response_model=list[m.SamplerItem])
     def list_samplers():
-        return [s.to_api() for s in samplers.SAMPLERS]
+        # A1111's SamplerItem types the options as strings: its flags (True) go over the wire as "True"
+        return [{**item, "options": {k: str(v) for k, v in item["options"].items()}}
+                for item in (s.to_api() for s in samplers.SAMPLERS)]
 
     @r.get("/schedulers", response_model=list[m.SchedulerItem])
     def list_schedulers():

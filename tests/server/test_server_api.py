@@ -64,6 +64,8 @@ def test_lists_and_options(server):
     samplers = requests.get(server.api("samplers"), timeout=10).json()
     names = [s["name"] for s in samplers]
     assert "Euler a" in names and "DPM++ 2M" in names and all("aliases" in s for s in samplers)
+    sde = next(s for s in samplers if s["name"] == "DPM++ SDE")   # A1111's flags, strings on the wire
+    assert sde["options"] == {"scheduler": "karras", "second_order": "True", "brownian_noise": "True"}
     models = requests.get(server.api("sd-models"), timeout=10).json()
     assert {m["model_name"] for m in models} == {"tiny_sd1", "tiny_sd1_b"}
     assert all(set(m) == {"title", "model_name", "hash", "sha256", "filename", "config"} for m in models)
