@@ -190,8 +190,8 @@ def test_reload_reattaches_to_the_running_job(server):
         # ... and when the job ends, its images and infotext appear in the reloaded page
         info = wait_info(page, "txt2img", "Seed: 4242")
         assert info.startswith("a job that outlives its page\n") and "Steps: 150" in info
-        assert page.locator("#txt2img_gallery img").count() == 2
-        assert gallery_image(page, server, "txt2img").size == (64, 64)
+        assert page.locator("#txt2img_gallery img").count() == 3          # A1111: the batch's grid first
+        assert gallery_image(page, server, "txt2img").size == (128, 64)
         page.locator("#txt2img_progressbar").wait_for(state="detached", timeout=30_000)
         # the page forgot the finished job: another reload shows no bar and an empty gallery
         page.reload()
@@ -209,11 +209,11 @@ def test_save_and_zip_the_batch(server):
         open_ui(page, server)
         start_txt2img(page, "two little squares", seed=777, steps=2, size=64, batch_size=2)
         wait_info(page, "txt2img", "Seed: 777")
-        page.locator("#txt2img_gallery img").nth(1).wait_for(state="visible")
-        # Save with the second image selected: that image (seed 778) is copied and logged
-        # the selection reaches the server's session state with the answer to the select event
+        page.locator("#txt2img_gallery img").nth(2).wait_for(state="visible")
+        # Save with the second image selected (after the batch's grid, as A1111 shows it): that image (seed 778) is
+        # copied and logged; the selection reaches the server's session state with the answer to the select event
         with page.expect_response(lambda r: r.request.method == "POST" and "/gradio_api/" in r.url):
-            page.locator("#txt2img_gallery img").nth(1).click()
+            page.locator("#txt2img_gallery img").nth(2).click()
         page.locator("#txt2img_save").click()
         page.wait_for_function("() => document.querySelector('#html_info_txt2img').innerText.includes('Saved: ')")
         saved_name = page.locator("#html_info_txt2img").inner_text().split("Saved: ", 1)[1].strip()
@@ -234,13 +234,14 @@ def test_save_and_zip_the_batch(server):
         data = download(server, page, "download_files_txt2img")
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             names = z.namelist()
-            assert len(names) == 2, names
-            seeds = []
+            assert len(names) == 3, names                                 # the grid and both images
+            seeds, sizes = [], []
             for name in names:
                 with Image.open(io.BytesIO(z.read(name))) as im:
-                    assert im.size == (64, 64)
-                    seeds.append(im.info["parameters"].split("Seed: ", 1)[1].split(",", 1)[0])
-            assert sorted(seeds) == ["777", "778"]
+                    sizes.append(im.size)
+                    if im.size == (64, 64):
+                        seeds.append(im.info["parameters"].split("Seed: ", 1)[1].split(",", 1)[0])
+            assert sorted(seeds) == ["777", "778"] and sorted(sizes) == [(64, 64), (64, 64), (128, 64)]
         assert list(save_dir.glob("images-*.zip")), "the zip is not kept in outputs/save"
 
 
