@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from PIL import Image
 
 from tests.support import face_factory
 from tests.support.model_factory import write_tiny_checkpoint
-from tests.support.server import free_port, start_server
+from tests.support.server import start_offline_server, start_server
 
 
 def b64(image: Image.Image) -> str:
@@ -50,18 +49,7 @@ def api_server(tmp_path_factory):
 def offline_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("faces-offline")
     write_tiny_checkpoint(data / "models" / "Stable-diffusion" / "tiny.safetensors", "sd1", seed=3)
-    dead_proxy = f"http://127.0.0.1:{free_port()}"   # nothing listens there: every download is refused at once
-    saved = {k: os.environ.get(k) for k in ("http_proxy", "https_proxy", "no_proxy")}
-    # the test's own requests to the server go direct; the server's downloads (github.com) go to the dead proxy
-    os.environ.update(http_proxy=dead_proxy, https_proxy=dead_proxy, no_proxy="127.0.0.1,localhost")
-    try:
-        srv = start_server(data, "--no-demo-model")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    srv = start_offline_server(data, "--no-demo-model")
     yield srv
     srv.stop()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 
 import pytest
@@ -14,7 +13,7 @@ import requests
 from PIL import Image
 
 from tests.support import interrogate_factory as factory
-from tests.support.server import free_port, start_server
+from tests.support.server import start_offline_server, start_server
 
 TAGS = ["1girl", "solo", "rating:safe", "smile_(happy)", "long_hair", "blue_sky"]
 
@@ -46,18 +45,7 @@ def api_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def offline_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("interrogate-offline")
-    dead_proxy = f"http://127.0.0.1:{free_port()}"   # nothing listens there: every download is refused at once
-    saved = {k: os.environ.get(k) for k in ("http_proxy", "https_proxy", "no_proxy")}
-    # loopback stays direct: the readiness poll and the test's own requests reach the server
-    os.environ.update(http_proxy=dead_proxy, https_proxy=dead_proxy, no_proxy="127.0.0.1,localhost")
-    try:
-        srv = start_server(data, "--nowebui", "--no-demo-model", "--skip-load-model-at-start", wait_model=False)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    srv = start_offline_server(data, "--nowebui", "--no-demo-model", "--skip-load-model-at-start", wait_model=False)
     yield srv
     srv.stop()
 

@@ -70,3 +70,19 @@ def make_data_dir(base: Path, *checkpoints: Path) -> Path:
     for c in checkpoints:
         shutil.copy(c, ckpt_dir / c.name)
     return base
+
+
+def start_offline_server(data_dir: Path, *extra: str, **kwargs) -> Server:
+    """start_server with every download refused at once: the server's proxy variables point at a loopback port where
+    nothing listens (requests to the server itself stay direct). The test process's environment is put back."""
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    saved = {k: os.environ.get(k) for k in ("http_proxy", "https_proxy", "no_proxy")}
+    os.environ.update(http_proxy=dead_proxy, https_proxy=dead_proxy, no_proxy="127.0.0.1,localhost")
+    try:
+        return start_server(data_dir, *extra, **kwargs)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
