@@ -30,16 +30,13 @@ class Denoiser:
         self.last_uncond: torch.Tensor | None = None
 
     def cond_only(self, x: torch.Tensor, step: StepInfo, prompt_step: int) -> torch.Tensor:
-        """A1111's "Negative Guidance minimum sigma": the prompt's prediction alone (guidance scale 1)."""
-        scale = self.cfg_scale
-        self.cfg_scale = 1.0
-        try:
-            return self(x, step, prompt_step)
-        finally:
-            self.cfg_scale = scale
+        """A1111's "Negative Guidance minimum sigma": the negative-prompt rows are left out of the UNet batch and the
+        prompt's prediction stands in for them (guidance scale 1 for a plain prompt), saving their UNet work."""
+        return self(x, step, prompt_step, skip_uncond=True)
 
-    def __call__(self, x: torch.Tensor, step: StepInfo, prompt_step: int) -> torch.Tensor:
-        """x: the scheduler-scaled latents, one row per image → the guided model output, one row per image."""
+    def __call__(self, x: torch.Tensor, step: StepInfo, prompt_step: int, skip_uncond: bool = False) -> torch.Tensor:
+        """x: the scheduler-scaled latents, one row per image → the guided model output, one row per image.
+        skip_uncond: run the prompt rows only (see cond_only)."""
         model, hooks = self.model, self.hooks
         batch = self.conds.batch(prompt_step)
         rows = batch.image_of_row
@@ -53,6 +50,10 @@ class Denoiser:
             x_in, image_cond, context, pooled, uncond_context = self._cfg_denoiser(
                 x_in, image_cond, context, pooled, n_cond, step, uncond_context)
         unet_x = torch.cat([x_in, image_cond.to(x_in.dtype)], dim=1) if image_cond is not None else x_in
+        skip_uncond = skip_uncond and batch.uncond_rows is not None
+        if skip_uncond:  # as A1111: after the cfg_denoiser callbacks, the negative-prompt rows are dropped
+            unet_x, context, rows, uncond_context = unet_x[:n_cond], context[:n_cond], rows[:n_cond], None
+            pooled = pooled[:n_cond] if pooled is not None else None
         added = sdxl_added_cond(model, pooled, self.width, self.height) if model.is_sdxl else None
         if uncond_context is None:
             call = UNetCall(unet_x, step.timestep, context, added, list(range(n_cond)),
@@ -70,6 +71,8 @@ class Denoiser:
                 hooks.fire("before_unet", call)
                 outs.append(self._unet(call))
             out = torch.cat(outs)
+        if skip_uncond:  # the first prompt row of each image stands in for its negative-prompt row
+            out = torch.cat([out, out[[parts[0][0] for parts in batch.cond_rows]]])
         if hooks.has("cfg_denoised"):
             hooks.fire("cfg_denoised", CFGDenoisedParams(out, step.sampling_step, step.total, self.inner_model))
         # DDIM CFG++ steps along the unconditional prediction

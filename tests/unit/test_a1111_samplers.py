@@ -107,6 +107,45 @@ def test_settings_change_sampling_and_are_written_to_the_infotext(model):
     assert "Eta DDIM: 0.7" in text
 
 
+@pytest.mark.parametrize("prompt,negative", [("a red circle", ""), (LONG, "blurry"),
+                                             ("a red circle AND a blue square:0.5", "")])
+def test_negative_guidance_minimum_sigma_leaves_the_negative_rows_out(model, monkeypatch, prompt, negative):
+    """NGMS (A1111's s_min_uncond): every second UNet call below the sigma runs the prompt rows only, and the prompt's
+    prediction stands in for the negative one — for a plain prompt the same image as guidance 1 on those calls."""
+    from modules import processing
+    from modules.engine import denoiser as denoiser_mod
+    from modules.engine.samplers import SamplerOptions
+
+    def go():
+        sizes, seen = [], {}
+
+        def setup(p):
+            p.hooks.add("before_unet", lambda call: sizes.append(call.x.shape[0]))
+            p.hooks.add("post_sample", lambda p, args: seen.setdefault("x", args.samples.clone()))
+        run(model, opts=processing.RunOptions(sampler=SamplerOptions(s_min_uncond=100.0)), setup=setup,
+            sampler_name="Euler", steps=4, seed=3, batch_size=2, prompt=prompt, negative_prompt=negative)
+        return sizes, seen["x"]
+
+    sizes, skipped = go()
+    n_cond = 4 if " AND " in prompt else 2
+    per_call = [n_cond + 2] if not negative else [n_cond, 2]  # separate batches when the token lengths differ
+    assert sizes == (per_call + [n_cond]) * 2, sizes
+
+    def guidance_one(self, x, step, prompt_step):  # what NGMS means for a plain prompt, on the full batch
+        scale, self.cfg_scale = self.cfg_scale, 1.0
+        try:
+            return self(x, step, prompt_step)
+        finally:
+            self.cfg_scale = scale
+    monkeypatch.setattr(denoiser_mod.Denoiser, "cond_only", guidance_one)
+    sizes, full = go()
+    assert sizes == per_call * 4
+    if " AND " in prompt:  # the first AND part stands in for the negative prompt: not the same as guidance 1
+        assert torch.isfinite(skipped).all() and not torch.allclose(skipped, full, atol=1e-4)
+    else:
+        assert torch.allclose(skipped, full, atol=1e-4), (skipped - full).abs().max()
+
+
 def test_pad_prompt_negative_prompt_setting(model):
     from modules import processing
     from modules.engine.samplers import SamplerOptions
