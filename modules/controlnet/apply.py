@@ -10,6 +10,8 @@ intrablock residuals. Residual scales come from `residual_scales`, the only plac
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +57,35 @@ def cond_only(unit: ControlNetUnit, model) -> bool:
     return unit.control_mode == "ControlNet is more important" or bool(getattr(model, "global_pool", False))
 
 
+def offloader_of(sd_model):
+    """The checkpoint's --medvram/--lowvram offloader (modules/models/memory_offload.py), or None."""
+    extra = getattr(sd_model, "extra", None)
+    return extra.get("offloader") if isinstance(extra, dict) else None
+
+
+@contextlib.contextmanager
+def _on_accelerator(au: ActiveUnit, call):
+    """Where the control model runs. Under --medvram/--lowvram it waits in RAM and is on the accelerator only for its
+    own forward (through the checkpoint's offloader); so does a unit with Low VRAM on an accelerator (§4.10)."""
+    offloader = offloader_of(call.model)
+    if offloader is not None:
+        with offloader.borrowed(au.model.module):
+            au.model.sync_device()
+            try:
+                yield
+            finally:
+                au.model.sync_device()
+        return
+    offload = au.unit.low_vram and call.x.device.type != "cpu"
+    if offload:
+        au.model.to(call.x.device)
+    try:
+        yield
+    finally:
+        if offload:
+            au.model.to("cpu")
+
+
 class ControlNetHook:
     """The `before_unet` hook of one job."""
 
@@ -77,17 +108,11 @@ class ControlNetHook:
             if au.model is None or not self.active(au, call.step):
                 continue
             soft = call.step.pass_name == "hires" and any(k in au.unit.module for k in ("canny", "mlsd"))
-            offload = au.unit.low_vram and call.x.device.type != "cpu"
-            if offload:     # Low VRAM: the model is on the accelerator only for its own forward (§4.10)
-                au.model.to(call.x.device)
-            try:
+            with _on_accelerator(au, call):
                 if au.model.kind == "controlnet":
                     self._controlnet(au, call, width, height, soft)
                 elif au.model.kind == "t2i_adapter":
                     self._adapter(au, call, width, height, soft)
-            finally:
-                if offload:
-                    au.model.to("cpu")
 
     def _rows(self, au: ActiveUnit, call) -> list[int] | None:
         return call.cond_rows if cond_only(au.unit, au.model) else None

@@ -45,9 +45,13 @@ class ControlModel:
     def to(self, device=None, dtype=None) -> "ControlModel":
         if device is not None or dtype is not None:
             self.module.to(device=device, dtype=dtype)
-            p = next(self.module.parameters())
-            self.dtype, self.device = p.dtype, p.device
+            self.sync_device()
         return self
+
+    def sync_device(self) -> None:
+        """Reads device and dtype back from the weights after something else moved them (memory offloading)."""
+        p = next(self.module.parameters())
+        self.dtype, self.device = p.dtype, p.device
 
     def _need(self, kind: str, call: str) -> None:
         if self.kind != kind:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from modules.controlnet import hints, infotext
-from modules.controlnet.apply import ActiveUnit, ControlNetHook
+from modules.controlnet.apply import ActiveUnit, ControlNetHook, offloader_of
 from modules.controlnet.units import ControlNetUnit
 from modules.engine.params import ParamError
 
@@ -116,7 +116,9 @@ class ControlNetService:
         model = p.sd_model
         dtype = torch.float32 if self._full_precision() else model.dtype    # --no-half-controlnet
         try:
-            loaded = self.cache.get(file, model, dtype, model.device)
+            # --medvram/--lowvram: control models wait in RAM like the checkpoint's components (apply._on_accelerator)
+            device = torch.device("cpu") if offloader_of(model) is not None else model.device
+            loaded = self.cache.get(file, model, dtype, device)
         except ModelFileError as exc:
             raise ParamError(f"{at}.model", str(exc)) from None
         if loaded.kind == "t2i_style":     # its input is a CLIP vision embedding: the clip_vision network is not here

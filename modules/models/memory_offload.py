@@ -14,6 +14,7 @@ leaf layer and streams every weight on every call, finer and slower than A1111's
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Iterable
@@ -91,6 +92,16 @@ class Offloader:
         for m in unit:
             self.placement.move(m, True)
         self.resident = unit
+
+    @contextlib.contextmanager
+    def borrowed(self, module: torch.nn.Module):
+        """A module outside the units (a ControlNet model) on the accelerator for one forward, in RAM again after:
+        it runs beside whichever unit is resident, as the ControlNet extension's Low VRAM does."""
+        self.placement.move(module, True)
+        try:
+            yield
+        finally:
+            self.placement.move(module, False)
 
     def unit_names_on_accelerator(self) -> list[str]:
         return [name for name, modules in self.units if all(self.placement.on_accelerator(m) for m in modules)]

@@ -98,6 +98,43 @@ def test_medvram_keeps_one_component_on_the_accelerator_at_each_phase(tmp_path):
     assert placement.moves <= 3 + 2 * 3 + 3
 
 
+@pytest.mark.parametrize("flag", ["--medvram", "--lowvram"])
+def test_controlnet_models_wait_in_ram_under_the_memory_flags(tmp_path, flag):
+    """A ControlNet unit's model is loaded into RAM and is on the accelerator only for its own forward, beside the
+    resident UNet unit; it is back in RAM after the job."""
+    import numpy as np
+
+    from modules.controlnet.service import ControlNetService, Folders
+    from modules.controlnet.units import parse_units
+    from tests.support import controlnet_factory as cf
+    placement = RecordingPlacement()
+    model = manager(tmp_path, [flag], placement=placement).require()
+    off = model.extra["offloader"]
+    folder = tmp_path / "ControlNet"
+    folder.mkdir()
+    cf.write_pth(folder / "control_v11p_tiny_canny.pth", cf.tiny_controlnet(model.unet, seed=5))
+    service = ControlNetService(lambda: Folders([folder], tmp_path / "annotators"))
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[8:16, 16:28] = 255
+    units = [{"enabled": True, "module": "none", "model": "control_v11p_tiny_canny", "image": image}]
+    seen, loaded = [], {}
+
+    def setup(p):
+        def prepare(p_):
+            active = service.prepare(p_, parse_units(units, 10))
+            loaded["model"] = cn = active[0].model
+            assert not placement.on_accelerator(cn.module)      # loaded into RAM
+            cn.module.register_forward_pre_hook(lambda _m, _a: seen.append(
+                (placement.on_accelerator(cn.module), tuple(off.unit_names_on_accelerator()))))
+            service.attach(p_, active)
+        p.hooks.add("process", prepare)
+    run(model, setup=setup, steps=2, width=32, height=32, cfg_scale=5)
+    assert len(seen) == 2 and all(on for on, _ in seen), seen
+    # the UNet (or its last block) stays resident: the ControlNet does not evict it and is not a unit itself
+    assert all(units and all(u.startswith("unet") or u == "text_encoder" for u in units) for _, units in seen), seen
+    assert not placement.on_accelerator(loaded["model"].module)   # back in RAM after the forward
+
+
 def test_lowvram_brings_the_unet_in_block_by_block(tmp_path):
     placement = RecordingPlacement()
     model = manager(tmp_path, ["--lowvram"], placement=placement).require()
