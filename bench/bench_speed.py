@@ -149,10 +149,12 @@ def run_side(side: str, family: str, size: int, steps: int, reps: int, out_png: 
 
 
 def _run_options(settings: dict):
-    """Settings that act on a job (token merging) as the server resolves them (runtime.run_options)."""
-    from modules.engine import speedups
+    """Settings that act on a job (token merging, feature cache, sampler options such as s_min_uncond) as the
+    server resolves them (runtime.run_options)."""
+    from modules.engine import sampler_settings, speedups
     from modules.engine.run import RunOptions
-    return RunOptions(speed=speedups.from_settings(lambda key, default: settings.get(key, default)))
+    get = lambda key, default: settings.get(key, default)  # noqa: E731
+    return RunOptions(speed=speedups.from_settings(get), sampler=sampler_settings.sampler_options(get))
 
 
 def psnr(a_png: str, b_png: str) -> float:
