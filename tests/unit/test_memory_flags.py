@@ -182,7 +182,7 @@ def test_offload_flags_on_the_cpu_leave_the_model_in_place(tmp_path, caplog):
 
 
 # --- attention --------------------------------------------------------------------------------------------------
-ATTENTION = [([], "AttnProcessor2_0"), (["--opt-sdp-attention"], "AttnProcessor2_0"),
+ATTENTION = [([], "CpuAttnProcessor"), (["--opt-sdp-attention"], "AttnProcessor2_0"),
              (["--opt-sdp-no-mem-attention"], "_SDPANoMemEfficient"),
              (["--opt-split-attention"], "SlicedAttnProcessor"), (["--opt-sub-quad-attention"], "SlicedAttnProcessor"),
              (["--opt-split-attention-invokeai"], "SlicedAttnProcessor"),
