@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from peak_rss import peak_rss_mib  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 CFG = 7.0
 SAMPLER, SCHEDULE = "DPM++ 2M", "Automatic"
@@ -419,7 +419,7 @@ def rss_side(variant: str, sizes: list[int], threads: int) -> dict:
     with tempfile.TemporaryDirectory() as annotators:
         for size in sizes:
             Bench(model, size, 4, Path(annotators), controlnet=controlnet).run(variant, 0)
-    return {"variant": variant, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"variant": variant, "peak_rss_mib": peak_rss_mib(),
             "after_load_mib": base, "runs_peak_mib": _rss_mib("VmHWM")}
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from peak_rss import peak_rss_mib  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -77,7 +77,7 @@ def run_side(side: str, ckpt: Path, reps: int, threads: int) -> dict:
     return {"side": side, "threads": threads, "resolution": side_px, "load_s": load_s,
             "process_to_first_image_s": time.perf_counter() - t_import - sum(times),
             "first_image_s": first_s, "image_s": statistics.median(times), "images_s": times,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def main() -> None:

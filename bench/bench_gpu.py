@@ -25,13 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))     # also when loaded by a test rather than run as a script
+from peak_rss import peak_rss_mib  # noqa: E402
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PROMPT = "a photograph of an astronaut riding a horse, highly detailed"
@@ -153,7 +154,7 @@ def run_config(name: str, device_kind: str, cache: Path, size: int, steps: int, 
     if device.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     else:
-        out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+        out["peak_rss_gib"] = peak_rss_mib() / 1024
     return out
 
 

@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -38,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from peak_rss import peak_rss_mib  # noqa: E402
+
 CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/sd-bench"))
 PROMPT = "a photograph of an astronaut riding a horse, highly detailed"
 NEGATIVE = "blurry, low quality"
@@ -91,10 +92,6 @@ def build_weights(family: str) -> None:
     save_checkpoint(sd, CACHE / single)
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_side(side: str, family: str, size: int, steps: int, reps: int, out_png: Path, ours_args: str,
              settings: dict, threads: int) -> dict:
     import shlex
@@ -112,6 +109,9 @@ def run_side(side: str, family: str, size: int, steps: int, reps: int, out_png: 
         args = cmd_args.parse_known(shlex.split(ours_args), env={})
         device = devices.from_args(args)
         devices.use(device)
+        if device.device.type == "cpu":     # as the server's Runtime does
+            from modules import cpu_allocator
+            cpu_allocator.keep_freed_memory()
         reg = ModelRegistry([CACHE], CACHE / "no-vae", HashCache(CACHE / "hashes.json"), hashing=False)
         mm = ModelManager(reg, device, CACHE / "tok", options=ModelOptions.from_args(args),
                           setting=lambda key, default: settings.get(key, default))
@@ -145,7 +145,7 @@ def run_side(side: str, family: str, size: int, steps: int, reps: int, out_png: 
         cpu.append(time.process_time() - start_cpu)
     image.save(out_png)
     return {"side": side, "load_s": load_s, "image_s": min(times), "times": times, "cpu_s": min(cpu),
-            "peak_rss_mib": _peak_rss_mib(), "precision": precision, "png": str(out_png)}
+            "peak_rss_mib": peak_rss_mib(), "precision": precision, "png": str(out_png)}
 
 
 def _run_options(settings: dict):

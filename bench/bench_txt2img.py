@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from peak_rss import peak_rss_mib  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,10 +49,6 @@ def build_weights() -> None:
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(CACHE / "diffusers")
     save_checkpoint(to_ldm_state_dict(unet, vae, text, arch="sd1"), CACHE / "sd15.safetensors")
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_side(side: str, steps: int, sizes: list[int]) -> dict:
@@ -101,7 +97,7 @@ def run_side(side: str, steps: int, sizes: list[int]) -> dict:
         total = time.perf_counter() - start
         intervals = [b - a for a, b in zip(step_times, step_times[1:])]
         out["sizes"][size] = {"image_s": total, "step_s": statistics.median(intervals)}
-    out["peak_rss_mib"] = _peak_rss_mib()
+    out["peak_rss_mib"] = peak_rss_mib()
     return out
 
 

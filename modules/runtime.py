@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from modules import atomic_file, devices, images, job_executors, paths as paths_mod, processing
+from modules import atomic_file, cpu_allocator, devices, images, job_executors, paths as paths_mod, processing
 from modules.engine import extra_networks, samplers, speedups
 from modules.engine import payload as payload_codec
 from modules.engine.hooks import Hooks
@@ -42,6 +42,8 @@ class Runtime:
         if self.options.load_error:
             log.warning(self.options.load_error)
         self.device = devices.from_args(args)
+        if self.device.device.type == "cpu":
+            cpu_allocator.keep_freed_memory()
         self.registry = ModelRegistry(
             self.paths.checkpoint_dirs(), self.paths.vae, HashCache(self.paths.hash_cache_file),
             hashing=not args.no_hashing, extra_checkpoints=[Path(args.ckpt)] if args.ckpt else None,
