@@ -23,6 +23,19 @@ MMAP_THRESHOLD = 32 * 2 ** 20                  # glibc's largest accepted value 
 TRIM_THRESHOLD = 2 ** 30
 
 _done = False
+_libc = None
+
+
+def _glibc():
+    global _libc
+    if _libc is None and sys.platform.startswith("linux"):
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.mallopt.argtypes, _libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+            _libc.malloc_trim.argtypes, _libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        except (OSError, AttributeError):
+            _libc = False
+    return _libc or None
 
 
 def keep_freed_memory() -> bool:
@@ -30,15 +43,20 @@ def keep_freed_memory() -> bool:
     global _done
     if _done:
         return True
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mallopt = libc.mallopt
     _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if not _done:
         log.debug("mallopt refused the thresholds; the allocator keeps its defaults")
     return _done
+
+
+def give_back() -> None:
+    """Returns the heap's free memory to the system (glibc's malloc_trim). Called after a checkpoint load: its
+    one-tensor-at-a-time read buffers (lazy_weights.py) would otherwise stay with the process (~190 MB for SD 1.5)."""
+    if _done:
+        libc = _glibc()
+        if libc is not None:
+            libc.malloc_trim(0)

@@ -11,7 +11,7 @@ import dataclasses
 
 import torch
 
-from modules import devices
+from modules import cpu_allocator, devices
 from modules.devices import DeviceConfig, torch_gc
 from modules.models import model_options
 from modules.models.model_options import ModelOptions, VaePolicy
@@ -107,6 +107,7 @@ class ModelManager:
                         log.exception("could not restore %s", previous_info.title)
                 raise
             self.model = model
+            cpu_allocator.give_back()
             self.last_load_seconds = time.perf_counter() - start
             log.info("loaded %s (%s) in %.2f s", info.title, model.spec.label, self.last_load_seconds)
             for callback in self.on_loaded:
