@@ -237,6 +237,16 @@ def _load_weights(module: torch.nn.Module, sd: dict[str, torch.Tensor], file: Co
     return module.eval().requires_grad_(False)
 
 
+def _same_attention(module: torch.nn.Module, sd_model) -> None:
+    """The ControlNet's attention runs on the kernel the checkpoint's UNet uses (the attention flags, and on the CPU
+    the blocked bf16 attention): its first level attends over as many tokens as the UNet's."""
+    kind = getattr(sd_model, "extra", {}).get("attention") if isinstance(getattr(sd_model, "extra", None), dict) \
+        else None
+    if kind and hasattr(module, "set_attn_processor"):
+        from modules.models.model_options import attention_processor
+        module.set_attn_processor(attention_processor(kind))
+
+
 def _controlnet(file, kind, sd, sd_model) -> ControlModel:
     context, adm, linear = cna.read_facts(sd)
     family = check_family(file, "ControlNet", context, adm, linear, sd_model)
@@ -251,6 +261,7 @@ def _controlnet(file, kind, sd, sd_model) -> ControlModel:
         raise ModelFileError(f"{file.title}: {exc}") from None
     label = {"difference": "difference ", "control_lora": "Control-LoRA "}.get(kind, "")
     pool = "shuffle" in file.stem.lower()
+    _same_attention(module, sd_model)
     return ControlModel(file.title, "controlnet", family, module, hint_channels=arch.hint_channels, global_pool=pool,
                         description=f"{cna.FAMILY_LABEL[family]} {label}ControlNet ({_sizes(context, adm)})")
 

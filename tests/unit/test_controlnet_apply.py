@@ -78,6 +78,13 @@ def test_every_layout_changes_the_image(models, service, arch, name):
     assert ctrl.infotexts[0].count("ControlNet 0: ") == 1 and "ControlNet 0" not in free.infotexts[0]
 
 
+def test_a_controlnet_attends_with_the_checkpoints_attention_kernel(models, service):
+    _, active = generate(models["sd1"], service, [unit("control_v11p_tiny_canny")], steps=1)
+    unet_kinds = {type(p).__name__ for p in models["sd1"].unet.attn_processors.values()}
+    assert unet_kinds == {"CpuAttnProcessor"}                   # no attention flag, on the CPU
+    assert {type(p).__name__ for p in active[0].model.module.attn_processors.values()} == unet_kinds
+
+
 def test_a_model_of_another_family_is_refused(models, service):
     from modules.engine.params import ParamError
     with pytest.raises(ParamError, match=r"args\[0\]\.model.*sdxl|args\[0\]\.model.*SDXL"):
