@@ -47,7 +47,8 @@ def run_with(model, restorer, options=None, hooks=None, **fields):
 
 
 def test_restore_faces_runs_the_restorer_and_writes_the_infotext(model):
-    plain = run(model, steps=2)
+    # the same batch size on both sides: bf16 kernels without AMX may round a batch of 4 rows differently from 2
+    plain = run(model, steps=2, batch_size=2)
     calls: list = []
     restored = run_with(model, inverting_restorer(calls), restore_faces=True, batch_size=2)
     assert calls == [("CodeFormer", (32, 32)), ("CodeFormer", (32, 32))]   # the setting's default model
