@@ -52,7 +52,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from peak_rss import peak_rss_mib  # noqa: E402  (bench/ is on sys.path when run as a script)
+from peak_rss import status_mib  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 CFG = 7.0
 SAMPLER, SCHEDULE = "DPM++ 2M", "Automatic"
@@ -408,7 +408,8 @@ def rss_side(variant: str, sizes: list[int], threads: int) -> dict:
     high-water mark is reset after loading)."""
     torch.set_num_threads(threads)
     model = load_demo()
-    base = _rss_mib("VmRSS")
+    base = status_mib("VmRSS")
+    load_peak = status_mib("VmHWM")
     with open("/proc/self/clear_refs", "w") as f:     # resets VmHWM
         f.write("5")
     controlnet = None
@@ -419,16 +420,9 @@ def rss_side(variant: str, sizes: list[int], threads: int) -> dict:
     with tempfile.TemporaryDirectory() as annotators:
         for size in sizes:
             Bench(model, size, 4, Path(annotators), controlnet=controlnet).run(variant, 0)
-    return {"variant": variant, "peak_rss_mib": peak_rss_mib(),
-            "after_load_mib": base, "runs_peak_mib": _rss_mib("VmHWM")}
-
-
-def _rss_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(field)
+    runs_peak = status_mib("VmHWM")
+    return {"variant": variant, "peak_rss_mib": max(load_peak, runs_peak), "after_load_mib": base,
+            "runs_peak_mib": runs_peak}
 
 
 def profile(size: int, steps: int, runs: int) -> None:

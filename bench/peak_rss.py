@@ -6,14 +6,22 @@ peak as its own. VmHWM belongs to the process's current address space, which exe
 from __future__ import annotations
 
 import resource
-from pathlib import Path
+
+
+def status_mib(field: str) -> float:
+    """A size field of /proc/self/status (VmRSS, VmHWM, ...) in MiB; KeyError where the system has no such file."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    raise KeyError(field)
 
 
 def peak_rss_mib() -> float:
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return status_mib("VmHWM")
+    except KeyError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -240,8 +240,8 @@ def _load_weights(module: torch.nn.Module, sd: dict[str, torch.Tensor], file: Co
 def _same_attention(module: torch.nn.Module, sd_model) -> None:
     """The ControlNet's attention runs on the kernel the checkpoint's UNet uses (the attention flags, and on the CPU
     the blocked bf16 attention): its first level attends over as many tokens as the UNet's."""
-    kind = getattr(sd_model, "extra", {}).get("attention") if isinstance(getattr(sd_model, "extra", None), dict) \
-        else None
+    extra = getattr(sd_model, "extra", None)
+    kind = extra.get("attention") if isinstance(extra, dict) else None
     if kind and hasattr(module, "set_attn_processor"):
         from modules.models.model_options import attention_processor
         module.set_attn_processor(attention_processor(kind))

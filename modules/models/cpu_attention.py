@@ -18,14 +18,9 @@ precisions, other devices and cross-attention over the 77 text tokens go to SDPA
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 MIN_KEYS = 256                 # shorter key sequences (text tokens) go to SDPA: no gain there
 BUFFER_BYTES = 16 * 2 ** 20    # the score buffer one block fills
-
-
-def wanted(query: torch.Tensor, key: torch.Tensor) -> bool:
-    return query.device.type == "cpu" and query.dtype == torch.bfloat16 and key.shape[-2] >= MIN_KEYS
 
 
 def block_rows(batch_heads: int, keys: int, element_size: int = 2) -> int:
@@ -57,8 +52,8 @@ def chunked_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
 
 
 class CpuAttnProcessor:
-    """A diffusers attention processor (what AttnProcessor2_0 computes) whose attention product takes
-    chunked_attention where `wanted` says so and SDPA elsewhere."""
+    """A diffusers attention processor (what AttnProcessor2_0 computes) whose attention product is
+    chunked_attention for bf16 on the CPU with MIN_KEYS keys or more; every other call goes to AttnProcessor2_0."""
 
     def __init__(self):
         from diffusers.models.attention_processor import AttnProcessor2_0
@@ -96,10 +91,7 @@ class CpuAttnProcessor:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        if wanted(query, key):
-            out = chunked_attention(query, key, value, head_dim ** -0.5)
-        else:
-            out = F.scaled_dot_product_attention(query, key, value)
+        out = chunked_attention(query, key, value, head_dim ** -0.5)
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if four_d:
